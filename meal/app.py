@@ -1,0 +1,192 @@
+"""One run, from a composed config to result.json: data, models, teachers, method, trainer, tracking."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from meal.config import register
+from meal.config.schema import CEMethodConfig, TeachersConfig
+from meal.config.validate import validate
+from meal.data import DataBundle, build_data
+from meal.engine import distributed
+from meal.engine.environment import configure_determinism, seed_everything, select_device
+from meal.engine.evaluate import evaluate_teachers
+from meal.engine.schedule import resolve_epochs
+from meal.engine.trainer import Trainer, images_per_second
+from meal.errors import ConfigError, MealError
+from meal.methods import build_method, method_class
+from meal.models import build_model, count_parameters
+from meal.rundir import check_or_write_config, write_result
+from meal.teachers import export_to_zoo, load_teachers, member_name, zoo_entry
+from meal.tracking import build_tracker
+from meal.tracking.naming import run_group, run_name
+
+log = logging.getLogger(__name__)
+
+
+def main(cfg: DictConfig) -> float:
+    """Entry used by launch.py: run, and turn user errors into one line and exit status 2."""
+    try:
+        return run(cfg)
+    except MealError as exc:
+        log.error("error: %s", exc)
+        raise SystemExit(2) from None
+
+
+def run(cfg: DictConfig) -> float:
+    """Train the configured student and return its final top-1 (the sweep objective)."""
+    register()
+    result = train(cfg, Path(cfg.paths.output_dir))
+    return float(result["top1"])
+
+
+def _train_teacher(cfg: DictConfig, member: Any, target: Path) -> None:
+    """Train one missing zoo teacher as an ordinary `method=ce` run in the zoo's runs/ folder."""
+    t = cfg.teachers.training
+    teacher_cfg = copy.deepcopy(cfg)
+    with open_dict(teacher_cfg):
+        teacher_cfg.method = OmegaConf.structured(CEMethodConfig())
+        teacher_cfg.teachers = OmegaConf.structured(TeachersConfig())
+        teacher_cfg.student.arch = member.arch
+        teacher_cfg.student.pretrained = None
+        teacher_cfg.student.taps = None
+        teacher_cfg.seed = member.seed
+        teacher_cfg.trainer.epochs = t.epochs
+        teacher_cfg.trainer.max_steps = None
+        teacher_cfg.trainer.export_to_zoo = True
+        teacher_cfg.optim.name = t.optim
+        teacher_cfg.optim.lr = t.lr
+        teacher_cfg.schedule.name = t.schedule
+        teacher_cfg.data.train_subset = t.train_subset
+    run_dir = target.parent / "runs" / target.stem
+    train(teacher_cfg, run_dir, job_type="teacher")
+
+
+def _result(cfg: DictConfig, state: Any, method: Any, teachers: list, teacher_eval: dict, wall: float,
+            tracker: Any) -> dict[str, Any]:
+    return {
+        "method": cfg.method.name,
+        "student": cfg.student.arch,
+        "teachers": [t.name for t in teachers],
+        "teacher_set": cfg.teachers.name if teachers else None,
+        "dataset": cfg.data.name,
+        "seed": int(cfg.seed),
+        "epochs": state.epoch,
+        "steps": state.global_step,
+        "top1": state.last_eval.get("top1"),
+        "top5": state.last_eval.get("top5"),
+        "best_top1": state.best_top1,
+        "teacher_top1": teacher_eval.get("teacher_top1", {}),
+        "ensemble_top1": teacher_eval.get("ensemble_top1"),
+        "params": count_parameters(method.student),
+        "img_per_s": images_per_second(state),
+        "wall_s": wall,
+        "train_s": state.train_seconds,
+        "skipped_steps": state.skipped_steps,
+        "wandb_id": getattr(tracker, "run_id", None),
+        "experiment": cfg.experiment,
+        "status": "completed",
+    }
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    rows = [("student " + result["student"], result["top1"], result["top5"])]
+    rows += [(f"teacher {name}", top1, None) for name, top1 in result["teacher_top1"].items()]
+    if result["ensemble_top1"] is not None:
+        rows.append(("ensemble (mean softmax)", result["ensemble_top1"], None))
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'model'.ljust(width)}  top1    top5", f"{'-' * width}  ------  ------"]
+    for name, top1, top5 in rows:
+        top5_text = f"{top5:6.2f}" if top5 is not None else "     -"
+        lines.append(f"{name.ljust(width)}  {top1:6.2f}  {top5_text}")
+    log.info("results (%s, %s):\n%s", result["method"], result["dataset"], "\n".join(lines))
+
+
+def _check_zoo_target(cfg: DictConfig) -> Path | None:
+    if not cfg.trainer.export_to_zoo:
+        return None
+    if cfg.method.name != "ce":
+        raise ConfigError("trainer.export_to_zoo", "only method=ce runs export teachers to the zoo")
+    target = zoo_entry(Path(cfg.paths.zoo), cfg.data.name, cfg.student.arch, int(cfg.seed))
+    if target.exists():
+        raise ConfigError("trainer.export_to_zoo", f"zoo entry {target} exists and is never overwritten",
+                          "delete it first, or train with another seed")
+    return target
+
+
+def _build_student(cfg: DictConfig, data: DataBundle, device: torch.device) -> torch.nn.Module:
+    s = cfg.student
+    return build_model(s.arch, data.num_classes, data.in_channels, data.image_size, pretrained=s.pretrained,
+                       taps=list(s.taps) if s.taps else None, key="student.arch").to(device)
+
+
+def train(cfg: DictConfig, run_dir: Path, job_type: str = "train") -> dict[str, Any]:
+    """Run one training job in `run_dir` (resuming it when it holds a checkpoint)."""
+    started = time.monotonic()
+    validate(cfg)
+    dist = distributed.setup()
+    zoo_target = _check_zoo_target(cfg)
+    if dist.rank == 0:
+        check_or_write_config(cfg, run_dir)
+    if cfg.trainer.threads:
+        torch.set_num_threads(int(cfg.trainer.threads))
+    seed_everything(int(cfg.seed) + dist.rank)
+    configure_determinism(cfg.trainer.deterministic)
+    device = select_device(cfg.trainer.device) if dist.device is None else dist.device
+    data = build_data(cfg.data, Path(cfg.paths.data_dir), int(cfg.seed), device, dist.rank, dist.world_size)
+    student = _build_student(cfg, data, device)
+    uses_teachers = method_class(cfg.method.name).uses_teachers
+    teachers = load_teachers(cfg, data, device, lambda m, p: _train_teacher(cfg, m, p)) if uses_teachers else []
+    method = build_method(cfg.method, student, teachers, data.num_classes, int(cfg.seed)).to(device)
+    epochs = resolve_epochs(cfg.trainer, cfg.schedule)
+    if getattr(cfg.method, "epochs_per_teacher", False):
+        epochs *= max(len(teachers), 1)
+    tracker = build_tracker(cfg.logger, run_dir, OmegaConf.to_container(cfg, resolve=True), name=run_name(cfg),
+                            group=run_group(cfg, run_dir), job_type=cfg.logger.job_type or job_type,
+                            tags=[cfg.method.name, cfg.data.name], rank=dist.rank)
+    extra: dict[str, Any] = {}
+    trainer = Trainer(cfg, method, data, run_dir, device, epochs, tracker=tracker, rank=dist.rank,
+                      world_size=dist.world_size, grad_sync=dist.grad_sync, extra_state=extra)
+    exit_code = 1
+    try:
+        trainer.resume()
+        if teachers and "teacher_eval" not in extra and dist.rank == 0:
+            per_teacher, ensemble = evaluate_teachers([(t.name, t.model) for t in teachers], data.test)
+            extra["teacher_eval"] = {"teacher_top1": per_teacher, "ensemble_top1": ensemble}
+            log.info("teachers: %s, ensemble %.2f",
+                     ", ".join(f"{k} {v:.2f}" for k, v in per_teacher.items()), ensemble)
+        state = trainer.fit()
+        if dist.rank != 0:
+            exit_code = 0
+            return {}
+        result = _result(cfg, state, method, teachers, extra.get("teacher_eval", {}),
+                         time.monotonic() - started, tracker)
+        result["world_size"] = dist.world_size
+        write_result(run_dir, result)
+        tracker.summary({k: v for k, v in result.items() if isinstance(v, (int, float, str, dict))})
+        _print_table(result)
+        if zoo_target is not None:
+            export_to_zoo(student.net if hasattr(student, "net") else student, zoo_target, {
+                "arch": cfg.student.arch, "dataset": cfg.data.name, "classes": data.num_classes,
+                "in_channels": data.in_channels, "image_size": data.image_size, "seed": int(cfg.seed),
+                "top1": result["top1"], "top5": result["top5"], "epochs": state.epoch,
+                "config": OmegaConf.to_container(cfg, resolve=True), "run_dir": str(run_dir),
+            })
+        exit_code = 0
+        return result
+    except SystemExit as exc:
+        exit_code = exc.code if isinstance(exc.code, int) else 1
+        raise
+    finally:
+        tracker.finish(exit_code=exit_code)
+        distributed.teardown(dist)
+
+
+__all__ = ["main", "member_name", "run", "train"]

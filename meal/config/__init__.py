@@ -1,0 +1,18 @@
+"""Config schemas, resolvers and cross-field validation."""
+
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+from meal.config.schema import register_schemas
+
+
+def register() -> None:
+    """Register schemas and custom resolvers (safe to call more than once)."""
+    register_schemas()
+    if not OmegaConf.has_resolver("meal.mul"):
+        OmegaConf.register_new_resolver("meal.mul", lambda a, b: a * b)
+    if not OmegaConf.has_resolver("meal.none_if_zero"):
+        OmegaConf.register_new_resolver("meal.none_if_zero", lambda v: v if v else None)
+    if not OmegaConf.has_resolver("meal.join"):
+        OmegaConf.register_new_resolver("meal.join", lambda items, sep="-": sep.join(str(i) for i in items))

@@ -1,0 +1,318 @@
+"""Structured-config schemas for every config group.
+
+Each group's YAML options extend one of these dataclasses (registered in Hydra's
+ConfigStore by :func:`register_schemas`), so a misspelt key or a value of the
+wrong type fails at composition time with the key's full name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from meal.tracking.config import LoggerConfig
+
+CIFAR_MEAN = [0.4914, 0.4822, 0.4465]
+CIFAR_STD = [0.2023, 0.1994, 0.2010]
+
+
+@dataclass
+class DataConfig:
+    """Dataset, split, batching and augmentation (`data=` group)."""
+
+    name: str = MISSING
+    root: str | None = None
+    download: bool = False
+    num_classes: int = 10
+    in_channels: int = 3
+    image_size: int = 32
+    train_subset: int | None = None
+    test_subset: int | None = None
+    val_split: float = 0.0
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    workers: int = 0
+    augment: str = "none"
+    pad: int = 4
+    normalize: bool = True
+    mean: list[float] = field(default_factory=lambda: list(CIFAR_MEAN))
+    std: list[float] = field(default_factory=lambda: list(CIFAR_STD))
+    train_size: int = 1024
+    test_size: int = 256
+    resize: int = 256
+    on_device: bool = True
+
+
+@dataclass
+class ModelConfig:
+    """One network: a zoo name or ``torchvision.<name>`` (`student=` group)."""
+
+    arch: str = MISSING
+    pretrained: str | None = None
+    taps: list[str] | None = None
+
+
+@dataclass
+class TeacherMember:
+    """One teacher: an architecture and a checkpoint (a file, or the zoo entry for `seed`)."""
+
+    arch: str = MISSING
+    checkpoint: str | None = None
+    seed: int = 0
+    name: str | None = None
+    taps: list[str] | None = None
+
+
+@dataclass
+class TeacherTraining:
+    """How a missing zoo teacher is trained when `teachers.train_missing` is on."""
+
+    epochs: int = 10
+    lr: float = 0.05
+    optim: str = "sgd"
+    schedule: str = "cosine"
+    train_subset: int | None = None
+
+
+@dataclass
+class TeachersConfig:
+    """A named teacher set (`teachers=` group)."""
+
+    name: str = "none"
+    members: list[TeacherMember] = field(default_factory=list)
+    train_missing: bool = False
+    training: TeacherTraining = field(default_factory=TeacherTraining)
+
+
+@dataclass
+class MethodConfig:
+    """Base of every method's schema (`method=` group)."""
+
+    name: str = MISSING
+
+
+@dataclass
+class CEMethodConfig(MethodConfig):
+    """Plain supervised training with cross-entropy on the labels."""
+
+    name: str = "ce"
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class AdversarialConfig:
+    """Discriminator settings shared by MEAL v1 and MEAL V2."""
+
+    adversarial: str = "grl"
+    d_lr: float = 1e-3
+    d_optim: str = "sgd"
+    d_momentum: float = 0.9
+    d_weight_decay: float = 5e-4
+    d_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    d_schedule: str = "student"
+    K: int = 2
+    d_min_hidden: int = 1
+    d_final_relu: bool = False
+
+
+@dataclass
+class MealV1MethodConfig(MethodConfig, AdversarialConfig):
+    """MEAL (v1): block-wise similarity losses and one discriminator per selected block."""
+
+    name: str = "meal_v1"
+    out_layer: list[int] = field(default_factory=lambda: [-1])
+    out_dims: list[int] = field(default_factory=lambda: [10])
+    gamma: list[float] = field(default_factory=lambda: [1.0])
+    eta: list[float] = field(default_factory=lambda: [1.0])
+    similarity: str = "ce"
+    temperature: float = 1.0
+    pool: str = "avg"
+    teacher_selection: str = "random"
+    epochs_per_teacher: bool = False
+
+
+@dataclass
+class SoftLabelConfig:
+    """Where the ensemble's soft labels come from (MEAL V2 and KD)."""
+
+    soft_labels: str = "online"
+    cache_dir: str | None = None
+    cache_dtype: str = "float16"
+    cache_topk: int | None = None
+    cache_crops: int = 16
+
+
+@dataclass
+class MealV2MethodConfig(MethodConfig, AdversarialConfig, SoftLabelConfig):
+    """MEAL V2: KL to the mean teacher softmax plus one discriminator on the outputs."""
+
+    name: str = "meal_v2"
+    temperature: float = 1.0
+    loss: str = "ce"
+    K: int = 8
+    d_min_hidden: int = 4
+    d_lr: float = 1e-4
+    d_weight_decay: float = 0.0
+    cutmix: float = 0.0
+    cutmix_alpha: float = 1.0
+
+
+@dataclass
+class KDMethodConfig(MethodConfig, SoftLabelConfig):
+    """Hinton knowledge distillation: hard-label CE + temperature-scaled KL to the ensemble."""
+
+    name: str = "kd"
+    alpha: float = 0.9
+    temperature: float = 4.0
+
+
+@dataclass
+class OptimConfig:
+    """Student optimizer (`optim=` group): sgd or adamw."""
+
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule (`schedule=` group), applied per step as a multiplier of `optim.lr`.
+
+    meal_step: x1 for epochs [0, 150a), x0.1 for [150a, 250a), x0.01 for [250a, 350a), run length 350a.
+    multistep: x decay at each epoch in `milestones`. cosine: linear warmup then cosine to `min_lr`.
+    constant: x1 (after an optional warmup).
+    """
+
+    name: str = "meal_step"
+    factor: float = 1.0
+    milestones: list[float] = field(default_factory=list)
+    decay: float = 0.1
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    """Training loop settings (`trainer=` group)."""
+
+    epochs: int | None = None
+    max_steps: int | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    channels_last: bool = False
+    compile: bool = False
+    deterministic: bool = False
+    threads: int | None = None
+    eval_every: int = 1
+    ckpt_every_steps: int | None = None
+    keep_best: bool = True
+    log_every_steps: int = 50
+    progress: str = "auto"
+    grad_clip: float | None = None
+    nonfinite: str = "stop"
+    max_skipped_steps: int = 10
+    export_to_zoo: bool = False
+
+
+@dataclass
+class PathsConfig:
+    """Where things live (`paths=` group). Nothing depends on the working directory."""
+
+    root_dir: str = MISSING
+    output_dir: str = MISSING
+    data_dir: str = MISSING
+    zoo: str = MISSING
+    cache_dir: str = MISSING
+
+
+@dataclass
+class ClusterConfig:
+    """Site data for the Slurm launcher (`cluster=` group)."""
+
+    name: str = "localhost"
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    exclude: str | None = None
+    setup: list[str] = field(default_factory=list)
+    additional_parameters: dict[str, Any] = field(default_factory=dict)
+    data_dir: str | None = None
+    zoo: str | None = None
+
+
+@dataclass
+class ResourcesConfig:
+    """What one job asks for (`resources=` group)."""
+
+    name: str = "cpu"
+    nodes: int = 1
+    gpus_per_node: int = 0
+    tasks_per_node: int = 1
+    cpus_per_task: int = 2
+    mem_gb: int = 4
+    timeout_min: int = 60
+    array_parallelism: int = 16
+    signal_delay_s: int = 120
+    max_num_timeout: int = 3
+
+
+@dataclass
+class MealConfig:
+    """The whole run: one field per config group plus run identity."""
+
+    data: DataConfig = MISSING
+    student: ModelConfig = MISSING
+    teachers: TeachersConfig = MISSING
+    method: Any = MISSING
+    optim: OptimConfig = MISSING
+    schedule: ScheduleConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    logger: LoggerConfig = MISSING
+    paths: PathsConfig = MISSING
+    cluster: ClusterConfig = MISSING
+    resources: ResourcesConfig = MISSING
+    seed: int = 0
+    experiment: str = "default"
+
+
+METHOD_SCHEMAS: dict[str, type] = {
+    "ce": CEMethodConfig,
+    "kd": KDMethodConfig,
+    "meal_v1": MealV1MethodConfig,
+    "meal_v2": MealV2MethodConfig,
+}
+
+
+def register_schemas() -> None:
+    """Register the schemas in Hydra's ConfigStore (idempotent).
+
+    Group options extend them through their defaults list, e.g. ``conf/data/cifar10.yaml``
+    starts with ``defaults: [/schema/data@_here_, _self_]``.
+    """
+    cs = ConfigStore.instance()
+    cs.store(name="meal_schema", node=MealConfig)
+    groups: dict[str, type] = {
+        "data": DataConfig,
+        "student": ModelConfig,
+        "teachers": TeachersConfig,
+        "optim": OptimConfig,
+        "schedule": ScheduleConfig,
+        "trainer": TrainerConfig,
+        "logger": LoggerConfig,
+        "paths": PathsConfig,
+        "cluster": ClusterConfig,
+        "resources": ResourcesConfig,
+    }
+    for group, node in groups.items():
+        cs.store(group="schema", name=group, node=node)
+    for name, node in METHOD_SCHEMAS.items():
+        cs.store(group="schema/method", name=name, node=node)

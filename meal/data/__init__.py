@@ -1,0 +1,137 @@
+"""Datasets and loaders (`data=` group): build_data turns a data config into train/val/test loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from meal.data.augment import AUGMENTATIONS
+from meal.data.batch import Batch
+from meal.data.imagefolder import FolderDataset, FolderLoader
+from meal.data.sources import TensorSplits, load_fashion_mnist, load_torchvision_set, make_synthetic
+from meal.data.tensor_loader import TensorLoader
+from meal.errors import ConfigError
+
+__all__ = ["DATASETS", "Batch", "DataBundle", "Loader", "build_data"]
+
+DATASETS = ("fashion_mnist", "cifar10", "cifar100", "svhn", "imagenet", "imagefolder", "synthetic")
+FOLDER_AUGMENTATIONS = ("random_resized_crop_flip",)
+Loader = TensorLoader | FolderLoader
+SUBSET_SEED = 20190127
+
+
+@dataclass
+class DataBundle:
+    """Loaders and the shape facts models are built from."""
+
+    name: str
+    train: Loader
+    test: Loader
+    val: Loader | None
+    num_classes: int
+    in_channels: int
+    image_size: int
+
+
+def _check(cfg: Any) -> None:
+    if cfg.name not in DATASETS:
+        raise ConfigError("data.name", f"unknown dataset '{cfg.name}'", f"choose one of: {', '.join(DATASETS)}")
+    for key in ("batch_size", "eval_batch_size", "num_classes", "in_channels", "image_size"):
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"data.{key}", f"must be positive, got {getattr(cfg, key)}")
+    if cfg.train_subset is not None and cfg.train_subset <= 0:
+        raise ConfigError("data.train_subset", f"must be positive or null, got {cfg.train_subset}")
+    if not 0.0 <= cfg.val_split < 1.0:
+        raise ConfigError("data.val_split", f"must be in [0, 1), got {cfg.val_split}")
+    folder = cfg.name in ("imagenet", "imagefolder")
+    allowed = (*FOLDER_AUGMENTATIONS, "none") if folder else AUGMENTATIONS
+    if cfg.augment not in allowed:
+        raise ConfigError("data.augment", f"'{cfg.augment}' is not available for {cfg.name}",
+                          f"choose one of: {', '.join(allowed)}")
+    if len(cfg.mean) != cfg.in_channels or len(cfg.std) != cfg.in_channels:
+        raise ConfigError("data.mean", f"mean/std need {cfg.in_channels} values (one per channel)")
+
+
+def _split(n: int, cfg: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A fixed (run-seed independent) subset of the training set and an optional validation part."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(SUBSET_SEED))
+    if cfg.train_subset is not None:
+        order = order[: min(cfg.train_subset, n)]
+    n_val = round(cfg.val_split * order.numel())
+    if n_val == 0:
+        return order.sort().values, None
+    return order[n_val:].sort().values, order[:n_val].sort().values
+
+
+def _tensor_splits(cfg: Any, data_dir: Path) -> TensorSplits:
+    root = Path(cfg.root).expanduser() if cfg.root else None
+    if cfg.name == "fashion_mnist":
+        return load_fashion_mnist(root, data_dir / "fashion_mnist", cfg.download)
+    if cfg.name == "synthetic":
+        return make_synthetic(cfg.train_size, cfg.test_size, cfg.in_channels, cfg.image_size, cfg.num_classes)
+    return load_torchvision_set(cfg.name, root or data_dir / cfg.name, cfg.download)
+
+
+def _check_shape(cfg: Any, images: torch.Tensor, labels: torch.Tensor) -> None:
+    _, c, h, _ = images.shape
+    if c != cfg.in_channels or h != cfg.image_size:
+        raise ConfigError("data.in_channels", f"{cfg.name} images are {c}x{h}x{h}, config says "
+                          f"{cfg.in_channels}x{cfg.image_size}x{cfg.image_size}")
+    classes = int(labels.max()) + 1
+    if classes > cfg.num_classes:
+        raise ConfigError("data.num_classes", f"{cfg.name} has {classes} classes, config says {cfg.num_classes}")
+
+
+def build_data(cfg: Any, data_dir: Path, seed: int, device: torch.device, rank: int = 0,
+               world_size: int = 1) -> DataBundle:
+    """Load the dataset named by `cfg.name` and return its loaders.
+
+    `data.batch_size` is the global batch: with `world_size` processes each takes its slice.
+    """
+    _check(cfg)
+    if cfg.name in ("imagenet", "imagefolder"):
+        return _build_folder(cfg, data_dir, seed, device, rank, world_size)
+    splits = _tensor_splits(cfg, data_dir)
+    _check_shape(cfg, splits.train_x, splits.train_y)
+    train_idx, val_idx = _split(splits.train_x.shape[0], cfg)
+    store = device if cfg.on_device else torch.device("cpu")
+
+    def loader(images: torch.Tensor, labels: torch.Tensor, train: bool) -> TensorLoader:
+        return TensorLoader(images, labels, batch_size=cfg.batch_size if train else cfg.eval_batch_size,
+                            mean=list(cfg.mean), std=list(cfg.std), normalize_inputs=cfg.normalize,
+                            augment=cfg.augment if train else "none", pad=cfg.pad, shuffle=train, seed=seed,
+                            device=store, rank=rank if train else 0, world_size=world_size if train else 1)
+
+    test_x, test_y = splits.test_x, splits.test_y
+    if cfg.test_subset is not None:
+        test_x, test_y = test_x[: cfg.test_subset], test_y[: cfg.test_subset]
+    val = None if val_idx is None else loader(splits.train_x[val_idx], splits.train_y[val_idx], False)
+    return DataBundle(cfg.name, loader(splits.train_x[train_idx], splits.train_y[train_idx], True),
+                      loader(test_x, test_y, False), val, cfg.num_classes, cfg.in_channels, cfg.image_size)
+
+
+def _build_folder(cfg: Any, data_dir: Path, seed: int, device: torch.device, rank: int,
+                  world_size: int) -> DataBundle:
+    root = Path(cfg.root).expanduser() if cfg.root else data_dir / cfg.name
+    common = {"image_size": cfg.image_size, "resize": cfg.resize, "mean": list(cfg.mean), "std": list(cfg.std),
+              "seed": seed}
+    train_set = FolderDataset(root / "train", train=cfg.augment != "none", **common)
+    test_set = FolderDataset(root / "val", train=False, **common)
+    if len(train_set.folder.classes) > cfg.num_classes:
+        raise ConfigError("data.num_classes", f"{root / 'train'} has {len(train_set.folder.classes)} classes, "
+                          f"config says {cfg.num_classes}")
+    train_idx, val_idx = _split(len(train_set), cfg)
+    train = FolderLoader(train_set, batch_size=cfg.batch_size, workers=cfg.workers, shuffle=True, seed=seed,
+                         device=device, rank=rank, world_size=world_size, subset=train_idx)
+    test_subset = None if cfg.test_subset is None else torch.arange(min(cfg.test_subset, len(test_set)))
+    test = FolderLoader(test_set, batch_size=cfg.eval_batch_size, workers=cfg.workers, shuffle=False, seed=seed,
+                        device=device, subset=test_subset)
+    val = None
+    if val_idx is not None:
+        val_set = FolderDataset(root / "train", train=False, **common)
+        val = FolderLoader(val_set, batch_size=cfg.eval_batch_size, workers=cfg.workers, shuffle=False,
+                           seed=seed, device=device, subset=val_idx)
+    return DataBundle(cfg.name, train, test, val, cfg.num_classes, cfg.in_channels, cfg.image_size)

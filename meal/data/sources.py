@@ -1,0 +1,130 @@
+"""Load the in-memory datasets as uint8 tensors (N, C, H, W) and int64 labels.
+
+Lookup order for every dataset: `data.root`, then the dataset's usual system location, then a
+download (only when `data.download=true`); otherwise a one-line error saying how to get the data.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from meal.data.idx import read_idx
+from meal.errors import DataError
+
+log = logging.getLogger(__name__)
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+class TensorSplits(NamedTuple):
+    """Train and test images (uint8, N x C x H x W) with their labels (int64)."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+
+def _find_idx(directory: Path, stem: str) -> Path | None:
+    for candidate in (directory / f"{stem}.gz", directory / stem, directory / "FashionMNIST" / "raw" / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _fashion_dir(directory: Path) -> bool:
+    return all(_find_idx(directory, stem) for stem in FASHION_FILES.values())
+
+
+def load_fashion_mnist(root: Path | None, default_root: Path, download: bool) -> TensorSplits:
+    """Fashion-MNIST from `root`, the Debian package, `default_root`, or a download."""
+    candidates = [p for p in (root, DEBIAN_FASHION_MNIST, default_root) if p is not None]
+    for directory in candidates:
+        if _fashion_dir(directory):
+            log.info("Fashion-MNIST from %s", directory)
+            files = {k: _find_idx(directory, v) for k, v in FASHION_FILES.items()}
+            return TensorSplits(
+                read_idx(files["train_images"]).unsqueeze(1),
+                read_idx(files["train_labels"]).long(),
+                read_idx(files["test_images"]).unsqueeze(1),
+                read_idx(files["test_labels"]).long(),
+            )
+    target = root or default_root
+    if not download:
+        raise DataError(
+            f"data.root: Fashion-MNIST not found in {', '.join(str(p) for p in candidates)} "
+            "(install it with `apt-get install dataset-fashion-mnist`, point data.root at the four idx files, "
+            "or set data.download=true)"
+        )
+    from torchvision.datasets import FashionMNIST
+
+    FashionMNIST(str(target), train=True, download=True)
+    FashionMNIST(str(target), train=False, download=True)
+    return load_fashion_mnist(target, default_root, download=False)
+
+
+def _torchvision_dataset(name: str, root: Path, train: bool, download: bool):
+    from torchvision import datasets
+
+    if name == "cifar10":
+        return datasets.CIFAR10(str(root), train=train, download=download)
+    if name == "cifar100":
+        return datasets.CIFAR100(str(root), train=train, download=download)
+    return datasets.SVHN(str(root), split="train" if train else "test", download=download)
+
+
+def _as_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    if hasattr(dataset, "targets"):  # CIFAR: data is N x H x W x C
+        images = torch.from_numpy(np.ascontiguousarray(dataset.data)).permute(0, 3, 1, 2).contiguous()
+        labels = torch.as_tensor(dataset.targets, dtype=torch.long)
+    else:  # SVHN: data is N x C x H x W
+        images = torch.from_numpy(np.ascontiguousarray(dataset.data))
+        labels = torch.as_tensor(dataset.labels, dtype=torch.long)
+    return images, labels
+
+
+def load_torchvision_set(name: str, root: Path, download: bool) -> TensorSplits:
+    """CIFAR-10, CIFAR-100 or SVHN through torchvision's dataset classes, as tensors."""
+    try:
+        train = _torchvision_dataset(name, root, True, download)
+        test = _torchvision_dataset(name, root, False, download)
+    except RuntimeError as exc:
+        raise DataError(
+            f"data.root: {name} not found or incomplete in {root} ({exc}); put torchvision's {name} files "
+            "there, point data.root at them, or set data.download=true on a machine with internet"
+        ) from exc
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"data.root: cannot read {name} from {root} ({exc}); the files may be corrupt") from exc
+    log.info("%s from %s", name, root)
+    return TensorSplits(*_as_tensors(train), *_as_tensors(test))
+
+
+def make_synthetic(
+    train_size: int, test_size: int, channels: int, size: int, classes: int, seed: int = 0
+) -> TensorSplits:
+    """Random uint8 images with labels that depend on the image (so a model can learn them).
+
+    The label is the class whose fixed random template the image most resembles, so accuracy well
+    above chance is reachable; benchmarks only need the shapes.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    templates = torch.rand(classes, channels, size, size, generator=generator)
+
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.randint(0, classes, (n,), generator=generator)
+        noise = torch.rand(n, channels, size, size, generator=generator)
+        images = (0.5 * templates[labels] + 0.5 * noise).mul(255).round().to(torch.uint8)
+        return images, labels
+
+    return TensorSplits(*draw(train_size), *draw(test_size))

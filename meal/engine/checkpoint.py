@@ -1,0 +1,88 @@
+"""Checkpoints written atomically and loaded only when whole.
+
+A checkpoint is written to a temporary file in the same directory, flushed to disk and renamed over
+the old one, so a crash, kill or full disk mid-write leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from meal.errors import CheckpointError
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Atomically write a text file."""
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Atomically write `obj` as indented JSON."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> str:
+    """Serialise `state` with torch.save, write it atomically, and return its SHA-256."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint, refusing (never half-reading) a truncated or corrupt file.
+
+    torch.save writes a zip archive whose directory sits at the end of the file, so any truncation
+    makes it unreadable; that and every other read failure becomes a one-line CheckpointError.
+    """
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:
+        size = path.stat().st_size
+        raise CheckpointError(
+            f"{path}: checkpoint is corrupt or truncated ({size} bytes; {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); move it away to start from scratch"
+        ) from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a meal checkpoint (holds a {type(state).__name__}, not a dict)")
+    return state

@@ -1,0 +1,96 @@
+"""Data-parallel training across processes (torchrun, or one Slurm task per GPU).
+
+Each process is a rank; the global batch (`data.batch_size`) is split across ranks, gradients are
+averaged with an all-reduce after every backward pass, and only rank 0 evaluates, logs, tracks and
+writes checkpoints and results.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as torch_dist
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DistInfo:
+    """This process's place in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device | None = None
+    grad_sync: Callable[[list[torch.nn.Parameter]], None] | None = None
+    initialized_here: bool = False
+
+
+def _env_ranks() -> tuple[int, int, int] | None:
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
+        return (int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"]),
+                int(os.environ.get("SLURM_LOCALID", "0")))
+    return None
+
+
+def _slurm_master() -> None:
+    """Point MASTER_ADDR/PORT at the first node of the Slurm job when torchrun has not set them."""
+    if "MASTER_ADDR" not in os.environ:
+        import subprocess
+
+        nodes = os.environ.get("SLURM_JOB_NODELIST", "localhost")
+        try:
+            first = subprocess.run(["scontrol", "show", "hostnames", nodes], capture_output=True, text=True,
+                                   check=True, timeout=30).stdout.split()[0]
+        except (OSError, subprocess.SubprocessError, IndexError):
+            first = "localhost"
+        os.environ["MASTER_ADDR"] = first
+    os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000))
+
+
+def average_gradients(params: list[torch.nn.Parameter]) -> None:
+    """All-reduce and average the gradients of `params` across ranks (one flat buffer)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch_dist.all_reduce(flat)
+    flat /= torch_dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def setup() -> DistInfo:
+    """Join the process group when launched with several ranks; a no-op for one process."""
+    ranks = _env_ranks()
+    if ranks is None:
+        return DistInfo()
+    rank, world_size, local_rank = ranks
+    device = None
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    initialized_here = False
+    if not torch_dist.is_initialized():
+        if "WORLD_SIZE" not in os.environ or "MASTER_ADDR" not in os.environ:
+            _slurm_master()
+        os.environ.setdefault("RANK", str(rank))
+        os.environ.setdefault("WORLD_SIZE", str(world_size))
+        torch_dist.init_process_group("nccl" if device is not None else "gloo", rank=rank, world_size=world_size)
+        initialized_here = True
+    log.info("rank %d of %d (local rank %d)", rank, world_size, local_rank)
+    return DistInfo(rank, world_size, local_rank, device, average_gradients, initialized_here)
+
+
+def teardown(info: DistInfo) -> None:
+    """Leave the process group if this process created it."""
+    if info.initialized_here and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()

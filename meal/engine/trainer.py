@@ -1,0 +1,330 @@
+"""The training loop: epochs, LR schedule, mixed precision, evaluation, checkpoints and resume.
+
+The loop is method-agnostic: a :class:`~meal.methods.base.Method` supplies the loss and any extra
+optimizers. Everything needed to continue a run exactly (weights, optimizer states, RNG states,
+position inside the epoch, running sums) lives in ``checkpoints/last.pt``; a run started in a
+directory that holds it resumes from there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from meal.data import DataBundle
+from meal.engine.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from meal.engine.environment import rng_state, set_rng_state
+from meal.engine.evaluate import evaluate_model
+from meal.engine.preemption import PreemptionGuard
+from meal.engine.progress import Progress
+from meal.engine.schedule import build_optimizer, lr_multiplier, set_lr
+from meal.errors import CheckpointError, MealError
+from meal.methods.base import Method
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "meal-checkpoint/1"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+class NonFiniteLossError(MealError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainState:
+    """Position in the run and the running figures that a resume must restore."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best_top1: float = -1.0
+    skipped_steps: int = 0
+    train_seconds: float = 0.0
+    images_seen: int = 0
+    epoch_sums: dict[str, float] = field(default_factory=dict)
+    epoch_count: int = 0
+    last_eval: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `trainer.precision` (None = fp32). auto: bf16 on CUDA, fp32 on CPU."""
+    if name not in PRECISIONS:
+        raise MealError(f"trainer.precision: unknown precision '{name}' (choose one of: {', '.join(PRECISIONS)})")
+    if name == "auto":
+        name = "bf16" if device.type == "cuda" else "fp32"
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+class Trainer:
+    """Train `method` on `data`, writing metrics and checkpoints into `run_dir`."""
+
+    def __init__(self, cfg: Any, method: Method, data: DataBundle, run_dir: Path, device: torch.device,
+                 epochs: int, tracker: Any = None, rank: int = 0, world_size: int = 1,
+                 grad_sync: Callable[[list[torch.nn.Parameter]], None] | None = None,
+                 extra_state: dict[str, Any] | None = None) -> None:
+        self.cfg = cfg
+        self.tcfg = cfg.trainer
+        self.method = method
+        self.data = data
+        self.run_dir = run_dir
+        self.ckpt_dir = run_dir / "checkpoints"
+        self.metrics_path = run_dir / "metrics.jsonl"
+        self.device = device
+        self.epochs = epochs
+        self.tracker = tracker
+        self.rank = rank
+        self.world_size = world_size
+        self.grad_sync = grad_sync
+        self.extra_state = extra_state if extra_state is not None else {}
+        self.steps_per_epoch = len(data.train)
+        self.total_steps = epochs * self.steps_per_epoch
+        if self.tcfg.max_steps is not None:
+            if self.tcfg.max_steps <= 0:
+                raise MealError(f"trainer.max_steps: must be positive or null, got {self.tcfg.max_steps}")
+            self.total_steps = min(self.total_steps, self.tcfg.max_steps)
+        self.optimizer = build_optimizer(method.student.parameters(), cfg.optim)
+        self.extras = method.extra_optimizers()
+        self.lr_at = lr_multiplier(cfg.schedule, epochs)
+        self.autocast_dtype = resolve_precision(self.tcfg.precision, device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype == torch.float16)
+        if self.tcfg.nonfinite not in ("stop", "skip"):
+            raise MealError(f"trainer.nonfinite: unknown policy '{self.tcfg.nonfinite}' (choose stop or skip)")
+        self.state = TrainState()
+        self._resume_checked = False
+        self.guard = PreemptionGuard()
+        self.progress = Progress(self.total_steps, self.tcfg.progress, self.tcfg.log_every_steps,
+                                 enabled=rank == 0)
+
+    # ----------------------------------------------------------------- checkpoints
+    def _all_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"student": self.optimizer, **{e.name: e.optimizer for e in self.extras}}
+
+    def save(self, name: str = "last.pt") -> None:
+        """Write the full training state atomically (rank 0 only)."""
+        if self.rank != 0:
+            return
+        s = self.state
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": s.epoch, "step_in_epoch": s.step_in_epoch, "global_step": s.global_step,
+            "best_top1": s.best_top1, "skipped_steps": s.skipped_steps, "train_seconds": s.train_seconds,
+            "images_seen": s.images_seen, "epoch_sums": s.epoch_sums, "epoch_count": s.epoch_count,
+            "last_eval": s.last_eval,
+            "student": self.method.student.state_dict(),
+            "method": self.method.method_state(),
+            "optimizers": {k: o.state_dict() for k, o in self._all_optimizers().items()},
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "extra": self.extra_state,
+        }
+        save_checkpoint(self.ckpt_dir / name, payload)
+
+    def resume(self) -> bool:
+        """Load ``checkpoints/last.pt`` when present; return whether the run resumed."""
+        self._resume_checked = True
+        path = self.ckpt_dir / "last.pt"
+        if not path.exists():
+            return False
+        ckpt = load_checkpoint(path, map_location=self.device)
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{path}: not a meal training checkpoint (format {ckpt.get('format')!r})")
+        try:
+            self.method.student.load_state_dict(ckpt["student"])
+            self.method.load_method_state(ckpt["method"])
+            for name, optimizer in self._all_optimizers().items():
+                optimizer.load_state_dict(ckpt["optimizers"][name])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: does not fit this run's model or method ({exc}); "
+                                  "start in a new run directory") from exc
+        self.scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        self.state = TrainState(
+            epoch=ckpt["epoch"], step_in_epoch=ckpt["step_in_epoch"], global_step=ckpt["global_step"],
+            best_top1=ckpt["best_top1"], skipped_steps=ckpt["skipped_steps"],
+            train_seconds=ckpt["train_seconds"], images_seen=ckpt["images_seen"],
+            epoch_sums=dict(ckpt["epoch_sums"]), epoch_count=ckpt["epoch_count"],
+            last_eval=dict(ckpt["last_eval"]),
+        )
+        self.extra_state.update(ckpt.get("extra", {}))
+        self._truncate_metrics(self.state.global_step)
+        log.info("resumed from %s: epoch %d, step %d of %d", path, self.state.epoch + 1,
+                 self.state.global_step, self.total_steps)
+        return True
+
+    def _truncate_metrics(self, global_step: int) -> None:
+        """Drop metric lines written after the checkpoint (they will be written again)."""
+        if self.rank != 0 or not self.metrics_path.exists():
+            return
+        lines = self.metrics_path.read_text().splitlines()
+        kept = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= global_step]
+        if len(kept) != len(lines):
+            atomic_write_text(self.metrics_path, "".join(ln + "\n" for ln in kept))
+
+    # ----------------------------------------------------------------- the loop
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _set_learning_rates(self, progress_epochs: float) -> float:
+        mult = self.lr_at(progress_epochs)
+        lr = self.cfg.optim.lr * mult
+        set_lr(self.optimizer, lr)
+        for extra in self.extras:
+            set_lr(extra.optimizer, extra.base_lr * (mult if extra.follow_schedule else 1.0))
+        return lr
+
+    def _train_step(self, batch: Any) -> dict[str, float] | None:
+        """One optimisation step; returns the logged scalars, or None when the step was skipped."""
+        for optimizer in self._all_optimizers().values():
+            optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            out = self.method.training_step(batch, self.state.global_step)
+        loss = out.loss
+        if not torch.isfinite(loss.detach()).all():
+            return self._handle_nonfinite(float(loss.detach()))
+        self.scaler.scale(loss).backward()
+        params = [p for p in self.method.parameters() if p.grad is not None]
+        if self.grad_sync is not None:
+            self.grad_sync(params)
+        stepped = [self.optimizer] + [e.optimizer for e in self.extras if e.stepped_by_engine]
+        if self.tcfg.grad_clip is not None:
+            for optimizer in stepped:
+                self.scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(self.method.student.parameters(), self.tcfg.grad_clip)
+        for optimizer in stepped:
+            self.scaler.step(optimizer)
+        self.scaler.update()
+        logs = {"loss": float(loss.detach()), **out.logs}
+        return logs
+
+    def _handle_nonfinite(self, value: float) -> None:
+        s = self.state
+        where = f"epoch {s.epoch + 1}, step {s.global_step + 1}"
+        if self.tcfg.nonfinite == "skip" and s.skipped_steps < self.tcfg.max_skipped_steps:
+            s.skipped_steps += 1
+            log.warning("loss is %s at %s: step skipped (%d skipped so far)", value, where, s.skipped_steps)
+            return None
+        kept = self.ckpt_dir / "last.pt"
+        kept_msg = f"the last good checkpoint {kept} is kept" if kept.exists() else "no checkpoint was written yet"
+        raise NonFiniteLossError(
+            f"loss became {value} at {where}; {kept_msg} (lower optim.lr, set trainer.grad_clip, "
+            f"or set trainer.nonfinite=skip to skip such steps; skipped so far: {s.skipped_steps})"
+        )
+
+    def _log_step(self, logs: dict[str, float], lr: float, batch_size: int) -> None:
+        s = self.state
+        for key, value in logs.items():
+            s.epoch_sums[key] = s.epoch_sums.get(key, 0.0) + value
+        s.epoch_count += 1
+        s.images_seen += batch_size * self.world_size
+        if self.tracker is not None and s.global_step % max(self.tcfg.log_every_steps, 1) == 0:
+            self.tracker.log({f"train/{k}": v for k, v in logs.items()} | {"train/lr": lr, "epoch": s.epoch},
+                             step=s.global_step)
+        self.progress.update(s.global_step, s.epoch, self.epochs, {"loss": logs["loss"], "lr": lr})
+
+    def _end_epoch(self, lr: float, epoch_seconds: float, epoch_images: int) -> dict[str, Any]:
+        s = self.state
+        final = s.epoch + 1 == self.epochs or s.global_step >= self.total_steps
+        metrics: dict[str, Any] = {"epoch": s.epoch + 1, "step": s.global_step, "lr": lr}
+        metrics |= {f"train_{k}": v / max(s.epoch_count, 1) for k, v in s.epoch_sums.items()}
+        metrics["img_per_s"] = epoch_images / max(epoch_seconds, 1e-9)
+        if self.rank == 0 and ((s.epoch + 1) % max(self.tcfg.eval_every, 1) == 0 or final):
+            test = evaluate_model(self.method.student, self.data.test)
+            metrics |= {"top1": test["top1"], "top5": test["top5"], "test_loss": test["loss"]}
+            if self.data.val is not None:
+                val = evaluate_model(self.method.student, self.data.val)
+                metrics |= {"val_top1": val["top1"], "val_top5": val["top5"]}
+            s.last_eval = {"top1": test["top1"], "top5": test["top5"]}
+        if s.skipped_steps:
+            metrics["skipped_steps"] = s.skipped_steps
+        return metrics
+
+    def _record(self, metrics: dict[str, Any]) -> None:
+        if self.rank != 0:
+            return
+        with open(self.metrics_path, "a") as handle:
+            handle.write(json.dumps(metrics, sort_keys=True) + "\n")
+        if self.tracker is not None:
+            self.tracker.log({f"epoch/{k}": v for k, v in metrics.items() if k not in ("epoch", "step")}
+                             | {"epoch": metrics["epoch"]}, step=metrics["step"])
+        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items()
+                         if k in ("train_loss", "top1", "top5", "lr", "img_per_s") and isinstance(v, float))
+        log.info("epoch %d/%d %s", metrics["epoch"], self.epochs, shown)
+
+    def fit(self) -> TrainState:
+        """Train until the last epoch (or `trainer.max_steps`), resuming first when possible."""
+        if not self._resume_checked:
+            self.resume()
+        s = self.state
+        self.guard.install()
+        self.progress.begin(s.global_step)
+        try:
+            while s.epoch < self.epochs and s.global_step < self.total_steps:
+                self.data.train.set_epoch(s.epoch)
+                self.method.train()
+                started, epoch_images = time.monotonic(), 0
+                lr = self._set_learning_rates(s.epoch + s.step_in_epoch / self.steps_per_epoch)
+                for batch in self.data.train.iterate(s.step_in_epoch):
+                    lr = self._set_learning_rates(s.epoch + s.step_in_epoch / self.steps_per_epoch)
+                    logs = self._train_step(batch)
+                    s.global_step += 1
+                    s.step_in_epoch += 1
+                    if logs is not None:
+                        self._log_step(logs, lr, int(batch.y.shape[0]))
+                        epoch_images += int(batch.y.shape[0]) * self.world_size
+                    if self._preempted(started):
+                        return s
+                    every = self.tcfg.ckpt_every_steps
+                    if every and s.global_step % every == 0 and s.step_in_epoch < self.steps_per_epoch:
+                        self._checkpoint_now(started)
+                    if s.global_step >= self.total_steps:
+                        break
+                self.progress.end_epoch()
+                seconds = time.monotonic() - started
+                s.train_seconds += seconds
+                metrics = self._end_epoch(lr, seconds, epoch_images)
+                self._record(metrics)
+                s.epoch += 1
+                s.step_in_epoch = 0
+                s.epoch_sums, s.epoch_count = {}, 0
+                improved = "top1" in metrics and metrics["top1"] > s.best_top1
+                if improved:
+                    s.best_top1 = metrics["top1"]
+                self.save()
+                if improved and self.tcfg.keep_best:
+                    self.save("best.pt")
+            return s
+        finally:
+            self.guard.uninstall()
+
+    def _checkpoint_now(self, started: float) -> None:
+        elapsed = time.monotonic() - started
+        self.state.train_seconds += elapsed
+        self.save()
+        self.state.train_seconds -= elapsed
+
+    def _preempted(self, started: float) -> bool:
+        if not self.guard.requested:
+            return False
+        self._checkpoint_now(started)
+        log.warning("checkpoint saved at step %d after a termination signal", self.state.global_step)
+        if self.tracker is not None:
+            self.tracker.mark_preempting()
+        self.guard.hand_over()
+        return True
+
+
+def images_per_second(state: TrainState) -> float:
+    """Average training throughput over the whole run."""
+    return state.images_seen / state.train_seconds if state.train_seconds > 0 else math.nan

@@ -1,0 +1,98 @@
+"""The interface between the training engine and a distillation method.
+
+A method owns the student's training objective and any extra modules it trains (discriminators),
+with their optimizers and LR policy. The engine knows nothing about MEAL: it asks the method for a
+loss, back-propagates it, and steps the optimizers the method hands over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from meal.data.batch import Batch
+
+
+@dataclass
+class StepOutput:
+    """What a training step returns: the loss to back-propagate and scalars to log."""
+
+    loss: torch.Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ExtraOptimizer:
+    """An optimizer the method owns (e.g. its discriminators').
+
+    `base_lr` is scaled by the student's schedule multiplier when `follow_schedule` is true and kept
+    constant otherwise. The engine steps it after the backward pass when `stepped_by_engine` is true;
+    methods that update these parameters in their own step (alternating GAN updates) set it false.
+    """
+
+    name: str
+    optimizer: torch.optim.Optimizer
+    base_lr: float
+    follow_schedule: bool = True
+    stepped_by_engine: bool = True
+
+
+@dataclass
+class Teacher:
+    """A frozen teacher: display name, the model, and the checkpoint it came from."""
+
+    name: str
+    model: nn.Module
+    checkpoint: str | None = None
+    sha256: str | None = None
+
+
+class Method(nn.Module):
+    """Base class of every training method. Subclasses implement :meth:`training_step`."""
+
+    name = "base"
+    uses_teachers = True
+
+    def __init__(self, cfg: Any, student: nn.Module, teachers: Sequence[Teacher], num_classes: int,
+                 seed: int = 0) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.seed = seed
+        self.student = student
+        self.teacher_list = list(teachers)
+        self.num_classes = num_classes
+
+    def teacher_models(self) -> list[nn.Module]:
+        """The frozen teacher networks (not registered as submodules: never saved or trained)."""
+        return [t.model for t in self.teacher_list]
+
+    def training_step(self, batch: Batch, step: int) -> StepOutput:
+        """Compute the loss for one batch at global step `step`."""
+        raise NotImplementedError
+
+    def extra_optimizers(self) -> list[ExtraOptimizer]:
+        """Optimizers for the method's own modules (none by default)."""
+        return []
+
+    def method_state(self) -> dict[str, Any]:
+        """Everything to checkpoint besides the student: own modules and generator states."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("student.")}
+
+    def load_method_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`method_state`."""
+        own = {k: v for k, v in state.items() if not k.startswith("student.")}
+        missing, unexpected = self.load_state_dict(own, strict=False)
+        missing = [k for k in missing if not k.startswith("student.")]
+        if missing or unexpected:
+            raise KeyError(f"method state mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+    def train(self, mode: bool = True) -> Method:
+        """Train the student and own modules; teachers stay in eval mode whatever the mode."""
+        super().train(mode)
+        for teacher in self.teacher_models():
+            teacher.eval()
+        return self

@@ -1,0 +1,95 @@
+"""The run directory contract: resolved config written once and compared on restart, result.json."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from meal.engine.checkpoint import atomic_write_json, atomic_write_text
+from meal.errors import MealError
+
+log = logging.getLogger(__name__)
+
+RESOLVED_CONFIG = "resolved_config.yaml"
+# Keys that may change between a run's starts without changing its results.
+RESTART_FREE_KEYS = ("paths", "logger", "cluster", "resources", "trainer.device", "trainer.progress",
+                     "trainer.log_every_steps", "trainer.threads", "data.workers", "data.root", "data.download")
+
+
+def _drop(container: dict, dotted: str) -> None:
+    head, _, rest = dotted.partition(".")
+    if head not in container:
+        return
+    if rest:
+        if isinstance(container[head], dict):
+            _drop(container[head], rest)
+    else:
+        del container[head]
+
+
+def comparable_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config minus the keys that may differ between restarts of one run."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(plain, dict)
+    for key in RESTART_FREE_KEYS:
+        _drop(plain, key)
+    return plain
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old or key not in new:
+                out.append(name)
+            else:
+                out += _differences(old[key], new[key], name)
+        return out
+    return [] if old == new else [prefix]
+
+
+def check_or_write_config(cfg: DictConfig, run_dir: Path) -> bool:
+    """Write resolved_config.yaml on first start; on restart refuse a config that differs.
+
+    Returns True when the run directory already held a config (a restart).
+    """
+    path = run_dir / RESOLVED_CONFIG
+    current = comparable_config(cfg)
+    if path.exists():
+        try:
+            previous = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        except Exception as exc:
+            raise MealError(f"{path}: cannot read the run's saved config ({exc}); use a new run directory") from exc
+        assert isinstance(previous, dict)
+        for key in RESTART_FREE_KEYS:
+            _drop(previous, key)
+        diff = _differences(previous, current)
+        if diff:
+            shown = ", ".join(f"{k} (was {_get(previous, k)!r}, now {_get(current, k)!r})" for k in diff[:4])
+            raise MealError(
+                f"{run_dir}: this run directory holds a run with a different config: {shown}; "
+                "restart it with its original overrides, or use a new directory (hydra.run.dir=...)"
+            )
+        return True
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(current)))
+    return False
+
+
+def _get(container: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(container, dict) or part not in container:
+            return None
+        container = container[part]
+    return container
+
+
+def write_result(run_dir: Path, result: dict[str, Any]) -> Path:
+    """Atomically write result.json."""
+    path = run_dir / "result.json"
+    atomic_write_json(path, result)
+    return path

@@ -1,0 +1,136 @@
+"""Teacher sets (`teachers=` group) and the teacher zoo.
+
+A member is an architecture plus a checkpoint: a file path, or the zoo entry
+``<zoo>/<dataset>/<arch>-s<seed>.pt`` (with a ``.json`` sidecar: arch, dataset, classes, input shape,
+top1, config, sha256). Teachers are frozen, in eval mode, and checked against the data's class count
+and input shape before any training starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from meal.engine.checkpoint import atomic_write_bytes, atomic_write_json, file_sha256
+from meal.errors import CheckpointError, ConfigError, MealError
+from meal.methods.base import Teacher
+from meal.models import build_model
+
+log = logging.getLogger(__name__)
+
+
+def zoo_entry(zoo: Path, dataset: str, arch: str, seed: int) -> Path:
+    """Path of a zoo checkpoint: ``<zoo>/<dataset>/<arch>-s<seed>.pt``."""
+    return Path(zoo).expanduser() / dataset / f"{arch}-s{seed}.pt"
+
+
+def training_command(member: Any, cfg: Any) -> str:
+    """The exact command that trains a missing zoo teacher."""
+    t = cfg.teachers.training
+    parts = [
+        "python launch.py method=ce teachers=none logger=none",
+        f"data={cfg.data.name}", f"student.arch={member.arch}", f"seed={member.seed}",
+        f"trainer.epochs={t.epochs}", f"optim={t.optim}", f"optim.lr={t.lr}", f"schedule={t.schedule}",
+        "trainer.export_to_zoo=true", f"paths.zoo={cfg.paths.zoo}",
+    ]
+    if t.train_subset is not None:
+        parts.append(f"data.train_subset={t.train_subset}")
+    return " ".join(parts)
+
+
+def export_to_zoo(model: nn.Module, path: Path, info: dict[str, Any]) -> Path:
+    """Write a model's state dict (torchvision format) and its JSON sidecar atomically."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_json(path.with_suffix(".json"), info | {"sha256": file_sha256(path), "file": path.name})
+    log.info("exported %s to the zoo: %s", info.get("arch"), path)
+    return path
+
+
+def member_name(member: Any) -> str:
+    """Display name of a teacher member."""
+    if member.name:
+        return str(member.name)
+    if member.checkpoint:
+        return Path(member.checkpoint).stem
+    return f"{member.arch}-s{member.seed}"
+
+
+def _check_sidecar(path: Path, data: Any, key: str) -> None:
+    sidecar = path.with_suffix(".json")
+    if not sidecar.exists():
+        return
+    try:
+        info = json.loads(sidecar.read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    for field_name, expected in (("classes", data.num_classes), ("in_channels", data.in_channels)):
+        if field_name in info and info[field_name] != expected:
+            raise ConfigError(key, f"teacher {path} was trained with {field_name}={info[field_name]}, the data has "
+                              f"{expected}", "use a teacher trained on this dataset")
+
+
+def _check_fits(model: nn.Module, name: str, data: Any, key: str, device: torch.device) -> None:
+    x = torch.zeros(2, data.in_channels, data.image_size, data.image_size, device=device)
+    try:
+        with torch.no_grad():
+            logits = model(x)
+    except RuntimeError as exc:
+        raise ConfigError(key, f"teacher '{name}' does not accept {data.in_channels}x{data.image_size}x"
+                          f"{data.image_size} inputs ({str(exc).splitlines()[0]})") from exc
+    if logits.shape[-1] != data.num_classes:
+        raise ConfigError(key, f"teacher '{name}' predicts {logits.shape[-1]} classes, the data has "
+                          f"{data.num_classes}", "use a teacher trained on this dataset")
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode, no gradients: a teacher's weights and BatchNorm statistics never change."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def load_teachers(cfg: Any, data: Any, device: torch.device,
+                  train_missing: Callable[[Any, Path], None] | None = None) -> list[Teacher]:
+    """Build and load every member of `cfg.teachers`, training missing zoo entries when allowed."""
+    members = list(cfg.teachers.members)
+    if not members:
+        raise ConfigError("teachers", f"method '{cfg.method.name}' needs teachers but the set "
+                          f"'{cfg.teachers.name}' is empty", "choose a teacher set, e.g. teachers=fmnist_trio")
+    teachers: list[Teacher] = []
+    for i, member in enumerate(members):
+        key = f"teachers.members[{i}]"
+        if member.checkpoint:
+            path = Path(member.checkpoint).expanduser()
+            if not path.is_file():
+                raise CheckpointError(f"{key}.checkpoint: teacher file {path} not found (fix the path or remove "
+                                      "the checkpoint to use the zoo)")
+        else:
+            path = zoo_entry(Path(cfg.paths.zoo), cfg.data.name, member.arch, member.seed)
+            if not path.is_file():
+                if not (cfg.teachers.train_missing and train_missing is not None):
+                    raise MealError(f"{key}: teacher {path} is not in the zoo; train it with: "
+                                    f"{training_command(member, cfg)} (or set teachers.train_missing=true)")
+                log.info("teacher %s is not in the zoo yet: training it first", member_name(member))
+                train_missing(member, path)
+        _check_sidecar(path, data, key)
+        model = build_model(member.arch, data.num_classes, data.in_channels, data.image_size,
+                            pretrained=str(path), taps=list(member.taps) if member.taps else None,
+                            key=f"{key}.arch").to(device)
+        freeze(model)
+        _check_fits(model, member_name(member), data, key, device)
+        teachers.append(Teacher(member_name(member), model, str(path), file_sha256(path)))
+    names = [t.name for t in teachers]
+    if len(set(names)) != len(names):
+        raise ConfigError("teachers.members", f"teacher names repeat: {names}", "give members distinct names")
+    return teachers

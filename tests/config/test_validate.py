@@ -1,0 +1,146 @@
+"""Cross-field validation of a composed config: every failure is a ConfigError that starts with the key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
+
+from meal.config import register
+from meal.config.validate import POOLS, SELECTIONS, SIMILARITIES, validate
+from meal.errors import ConfigError, MealError
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+@pytest.fixture(scope="module")
+def base_configs() -> dict[str, DictConfig]:
+    """Composed once per module; tests change copies of them."""
+    register()
+    GlobalHydra.instance().clear()
+    configs = {}
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        for method in ("meal_v1", "ce"):
+            configs[method] = compose("config", overrides=[f"method={method}"])
+    GlobalHydra.instance().clear()
+    return configs
+
+
+def _with(base: DictConfig, **values: Any) -> DictConfig:
+    """A copy of `base` with dotted keys (given with `__` for `.`) set; the schema still checks types."""
+    cfg = copy.deepcopy(base)
+    for key, value in values.items():
+        OmegaConf.update(cfg, key.replace("__", "."), value, merge=False)
+    return cfg
+
+
+def _fails(cfg: DictConfig, key: str) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    assert info.value.key == key
+    assert str(info.value).startswith(f"{key}: ")
+    assert isinstance(info.value, MealError)
+    return info.value
+
+
+def test_defaults_are_valid(base_configs) -> None:
+    validate(base_configs["meal_v1"])
+    validate(base_configs["ce"])
+
+
+@pytest.mark.parametrize("key", ["gamma", "eta", "out_dims"])
+def test_blockwise_list_lengths_must_match_out_layer(base_configs, key: str) -> None:
+    cfg = _with(base_configs["meal_v1"], **{f"method__{key}": [1, 2]})
+    error = _fails(cfg, f"method.{key}")
+    assert "has 2 values but method.out_layer has 1" in str(error)
+
+
+def test_longer_out_layer_names_the_first_short_list(base_configs) -> None:
+    cfg = _with(base_configs["meal_v1"], method__out_layer=[-1, 2], method__out_dims=[10, 64])
+    _fails(cfg, "method.gamma")
+    cfg = _with(cfg, method__gamma=[1.0, 0.5])
+    _fails(cfg, "method.eta")
+    validate(_with(cfg, method__eta=[1.0, 1.0]))
+
+
+def test_repeated_and_empty_out_layer(base_configs) -> None:
+    repeated = _with(base_configs["meal_v1"], method__out_layer=[3, 3], method__out_dims=[10, 10],
+                     method__gamma=[1, 1], method__eta=[1, 1])
+    assert "repeats a block" in str(_fails(repeated, "method.out_layer"))
+    empty = _with(base_configs["meal_v1"], method__out_layer=[], method__out_dims=[], method__gamma=[],
+                  method__eta=[])
+    _fails(empty, "method.out_layer")
+
+
+def test_out_dims_must_be_positive(base_configs) -> None:
+    cfg = _with(base_configs["meal_v1"], method__out_layer=[2, -1], method__out_dims=[64, 0],
+                method__gamma=[1, 1], method__eta=[1, 1])
+    _fails(cfg, "method.out_dims[1]")
+
+
+@pytest.mark.parametrize(
+    ("key", "allowed"),
+    [("similarity", SIMILARITIES), ("pool", POOLS), ("teacher_selection", SELECTIONS),
+     ("adversarial", ("grl", "joint", "alternating", "none"))],
+)
+def test_unknown_choices_are_refused_and_known_ones_accepted(base_configs, key: str, allowed: tuple) -> None:
+    error = _fails(_with(base_configs["meal_v1"], **{f"method__{key}": "bogus"}), f"method.{key}")
+    assert "'bogus'" in str(error)
+    for value in allowed:
+        assert value in str(error)  # the message lists the choices
+        validate(_with(base_configs["meal_v1"], **{f"method__{key}": value}))
+
+
+def test_paper_choices_are_accepted(base_configs) -> None:
+    assert {"ce", "l1", "l2", "kl"} <= set(SIMILARITIES)
+    assert {"avg", "max"} <= set(POOLS)
+    assert {"random", "mean"} <= set(SELECTIONS)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("optim.lr", 0.0), ("optim.lr", -0.1), ("trainer.epochs", 0), ("trainer.epochs", -3),
+     ("data.batch_size", 0), ("data.batch_size", -8), ("data.eval_batch_size", 0), ("trainer.max_steps", 0),
+     ("method.d_lr", 0.0), ("method.K", 0), ("method.temperature", 0.0)],
+)
+def test_non_positive_values_are_refused(base_configs, key: str, value: float) -> None:
+    cfg = _with(base_configs["meal_v1"], **{key.replace(".", "__"): value})
+    error = _fails(cfg, key)
+    assert "must be positive" in str(error)
+
+
+def test_unset_epochs_and_max_steps_are_allowed(base_configs) -> None:
+    validate(_with(base_configs["ce"], trainer__epochs=None, trainer__max_steps=None))
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("logger.name", "tensorboard"), ("logger.mode", "sometimes"), ("method.d_optim", "lbfgs"),
+     ("method.d_schedule", "cosine")],
+)
+def test_other_choices(base_configs, key: str, value: str) -> None:
+    _fails(_with(base_configs["meal_v1"], **{key.replace(".", "__"): value}), key)
+
+
+def test_teacher_training_epochs_checked_only_with_teachers(base_configs) -> None:
+    cfg = _with(base_configs["ce"], teachers__training__epochs=0)
+    assert len(cfg.teachers.members) > 0
+    _fails(cfg, "teachers.training.epochs")
+    validate(_with(cfg, teachers__members=[]))
+
+
+def test_unknown_method_name_from_the_command_line(compose_cfg) -> None:
+    cfg = compose_cfg(["method.name=foo"])
+    error = _fails(cfg, "method.name")
+    assert "'foo'" in str(error)
+    assert "meal_v1" in str(error)  # lists the methods there are
+
+
+def test_errors_from_overrides_on_the_command_line(compose_cfg) -> None:
+    cfg = compose_cfg(["method.gamma=[1.0,0.5]", "optim.lr=0"])
+    _fails(cfg, "method.gamma")  # the first violation is reported
