@@ -69,8 +69,8 @@ def _train_teacher(cfg: DictConfig, member: Any, target: Path) -> None:
     train(teacher_cfg, run_dir, job_type="teacher")
 
 
-def _result(cfg: DictConfig, state: Any, method: Any, teachers: list, teacher_eval: dict, wall: float,
-            tracker: Any) -> dict[str, Any]:
+def _result(cfg: DictConfig, state: Any, epochs: int, method: Any, teachers: list, teacher_eval: dict,
+            wall: float, tracker: Any) -> dict[str, Any]:
     return {
         "method": cfg.method.name,
         "student": cfg.student.arch,
@@ -92,7 +92,7 @@ def _result(cfg: DictConfig, state: Any, method: Any, teachers: list, teacher_ev
         "skipped_steps": state.skipped_steps,
         "wandb_id": getattr(tracker, "run_id", None),
         "experiment": cfg.experiment,
-        "status": "completed",
+        "status": "completed" if state.epoch >= epochs else "stopped",
     }
 
 
@@ -104,8 +104,8 @@ def _print_table(result: dict[str, Any]) -> None:
     width = max(len(r[0]) for r in rows)
     lines = [f"{'model'.ljust(width)}  top1    top5", f"{'-' * width}  ------  ------"]
     for name, top1, top5 in rows:
-        top5_text = f"{top5:6.2f}" if top5 is not None else "     -"
-        lines.append(f"{name.ljust(width)}  {top1:6.2f}  {top5_text}")
+        cells = [f"{v:6.2f}" if v is not None else "     -" for v in (top1, top5)]
+        lines.append(f"{name.ljust(width)}  {cells[0]}  {cells[1]}")
     log.info("results (%s, %s):\n%s", result["method"], result["dataset"], "\n".join(lines))
 
 
@@ -166,13 +166,13 @@ def train(cfg: DictConfig, run_dir: Path, job_type: str = "train") -> dict[str, 
         if dist.rank != 0:
             exit_code = 0
             return {}
-        result = _result(cfg, state, method, teachers, extra.get("teacher_eval", {}),
+        result = _result(cfg, state, epochs, method, teachers, extra.get("teacher_eval", {}),
                          time.monotonic() - started, tracker)
         result["world_size"] = dist.world_size
         write_result(run_dir, result)
         tracker.summary({k: v for k, v in result.items() if isinstance(v, (int, float, str, dict))})
         _print_table(result)
-        if zoo_target is not None:
+        if zoo_target is not None and result["status"] == "completed":
             export_to_zoo(student.net if hasattr(student, "net") else student, zoo_target, {
                 "arch": cfg.student.arch, "dataset": cfg.data.name, "classes": data.num_classes,
                 "in_channels": data.in_channels, "image_size": data.image_size, "seed": int(cfg.seed),

@@ -15,8 +15,10 @@ log = logging.getLogger(__name__)
 
 RESOLVED_CONFIG = "resolved_config.yaml"
 # Keys that may change between a run's starts without changing its results.
-RESTART_FREE_KEYS = ("paths", "logger", "cluster", "resources", "trainer.device", "trainer.progress",
-                     "trainer.log_every_steps", "trainer.threads", "data.workers", "data.root", "data.download")
+RESTART_FREE_KEYS = (
+    "paths", "logger", "cluster", "resources", "trainer.device", "trainer.progress", "trainer.log_every_steps",
+    "trainer.threads", "trainer.max_steps", "data.workers", "data.root", "data.download",
+)
 
 
 def _drop(container: dict, dotted: str) -> None:

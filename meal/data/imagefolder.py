@@ -2,7 +2,9 @@
 
 Training crops are random-resized crops + flips whose parameters come from a generator seeded by
 (seed, epoch, index), so an epoch replays exactly after a resume, and each batch carries the crop
-boxes it used (i, j, h, w, flip).
+boxes it used (i, j, h, w, flip). With :meth:`FolderDataset.set_replay` the dataset instead picks,
+per image and epoch, one of a few stored boxes (the soft-label cache's crops) and appends the
+chosen slot to the box: (i, j, h, w, flip, slot).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -64,6 +67,8 @@ class FolderDataset(Dataset):
         self.image_size = image_size
         self.seed = seed
         self.epoch = 0
+        self.replay_boxes: torch.Tensor | None = None
+        self.replay_rows: torch.Tensor | None = None
         self.to_tensor = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
         self.eval_resize = v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(image_size)])
 
@@ -71,8 +76,6 @@ class FolderDataset(Dataset):
         return len(self.folder)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, torch.Tensor]:
-        from torchvision.transforms.v2 import functional as F
-
         path, label = self.folder.samples[index]
         try:
             image = self.folder.loader(path)
@@ -81,12 +84,33 @@ class FolderDataset(Dataset):
         if not self.train:
             return self.to_tensor(self.eval_resize(image)), label, index, torch.zeros(5, dtype=torch.long)
         generator = epoch_generator(self.seed + index * 7_777_777, self.epoch)
+        if self.replay_boxes is not None and self.replay_rows is not None:
+            boxes = self.replay_boxes[int(self.replay_rows[index])]
+            slot = int(torch.randint(0, boxes.shape[0], (1,), generator=generator))
+            box = [int(v) for v in boxes[slot]]
+            return self.render(image, *box), label, index, torch.tensor([*box, slot])
         top, left, h, w = sample_crop_box(image.height, image.width, generator)
         flip = int(torch.randint(0, 2, (1,), generator=generator))
+        return self.render(image, top, left, h, w, flip), label, index, torch.tensor([top, left, h, w, flip])
+
+    def render(self, image: Any, top: int, left: int, h: int, w: int, flip: int) -> torch.Tensor:
+        """Crop box (top, left, h, w) of a PIL image, resized to image_size, flipped if asked, normalised."""
+        from torchvision.transforms.v2 import functional as F
+
         crop = F.resized_crop(image, top, left, h, w, [self.image_size, self.image_size], antialias=True)
         if flip:
             crop = F.horizontal_flip(crop)
-        return self.to_tensor(crop), label, index, torch.tensor([top, left, h, w, flip])
+        return self.to_tensor(crop)
+
+    def set_replay(self, boxes: torch.Tensor | None, rows: torch.Tensor | None = None) -> None:
+        """Replay stored crop boxes instead of drawing new ones (None switches back).
+
+        boxes: (R, C, 5) (top, left, h, w, flip) per row; rows: (len(self),) row of each image index.
+        """
+        if boxes is not None and (rows is None or boxes.dim() != 3 or boxes.shape[2] != 5):
+            raise ValueError("set_replay needs boxes of shape (R, C, 5) and a row for every image index")
+        self.replay_boxes = None if boxes is None else boxes.cpu()
+        self.replay_rows = None if boxes is None else rows.cpu()
 
 
 class FolderLoader:

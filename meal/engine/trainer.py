@@ -291,6 +291,10 @@ class Trainer:
                     if s.global_step >= self.total_steps:
                         break
                 self.progress.end_epoch()
+                if s.step_in_epoch < self.steps_per_epoch:  # trainer.max_steps reached inside the epoch
+                    self._checkpoint_now(started)
+                    s.train_seconds += time.monotonic() - started
+                    return s
                 seconds = time.monotonic() - started
                 s.train_seconds += seconds
                 metrics = self._end_epoch(lr, seconds, epoch_images)

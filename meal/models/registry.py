@@ -117,7 +117,5 @@ def build_model(
             )
         taps = defaults
     model = TappedModel(net, name, [str(tap) for tap in taps], taps_key)
-    logger.info(
-        "built %s: %s trainable parameters, taps %s", name, f"{count_parameters(net):,}", model.tap_names
-    )
+    logger.info("built %s: %s trainable parameters, taps %s", name, f"{count_parameters(net):,}", model.tap_names)
     return model

@@ -61,9 +61,7 @@ class SmallMLP(nn.Sequential):
 
     default_taps = ("hidden1", "hidden2", "hidden3", "hidden4")
 
-    def __init__(
-        self, num_classes: int, in_channels: int, image_size: int, widths: tuple[int, int, int, int]
-    ) -> None:
+    def __init__(self, num_classes: int, in_channels: int, image_size: int, widths: tuple[int, int, int, int]) -> None:
         named: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
         features = in_channels * image_size * image_size
         for index, width in enumerate(widths, start=1):

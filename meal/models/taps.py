@@ -51,9 +51,7 @@ class _TapHook:
             self.store.outputs[self.name] = output
 
 
-def _strip_net_prefix(
-    module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: Any
-) -> None:
+def _strip_net_prefix(module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
     """State-dict post hook: ``<prefix>net.<key>`` becomes ``<prefix><key>``, order kept."""
     inner = prefix + _NET
     for name in [name for name in state_dict if name.startswith(inner)]:

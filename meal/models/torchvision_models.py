@@ -18,9 +18,7 @@ from torch import nn
 from meal.errors import ConfigError
 
 PREFIX = "torchvision."
-LIST_COMMAND = (
-    "python -c 'import torchvision; print(torchvision.models.list_models(module=torchvision.models))'"
-)
+LIST_COMMAND = "python -c 'import torchvision; print(torchvision.models.list_models(module=torchvision.models))'"
 
 
 def torchvision_names() -> list[str]:
@@ -132,9 +130,7 @@ def build_torchvision(name: str, num_classes: int, in_channels: int, image_size:
     if name not in names:
         close = difflib.get_close_matches(name, names, n=3)
         suggestion = f"did you mean {', '.join(PREFIX + match for match in close)}? " if close else ""
-        raise ConfigError(
-            key, f"unknown torchvision model '{name}'", f"{suggestion}list them: {LIST_COMMAND}"
-        )
+        raise ConfigError(key, f"unknown torchvision model '{name}'", f"{suggestion}list them: {LIST_COMMAND}")
     try:
         net = torchvision.models.get_model(
             name, weights=None, num_classes=num_classes, **_size_kwargs(name, image_size)

@@ -145,7 +145,7 @@ def test_state_dict_round_trip_when_nested(tiny: TappedModel) -> None:
 def test_strict_load_reports_missing_keys(tiny: TappedModel) -> None:
     state = tiny.state_dict()
     del state["classifier.weight"]
-    with pytest.raises(RuntimeError, match="classifier.weight"):
+    with pytest.raises(RuntimeError, match=r"classifier\.weight"):
         build_model("fmnist_tiny", 10, 1, 28).load_state_dict(state)
 
 

@@ -7,7 +7,8 @@
 # left the config and state behind but no daemons. It installs slurmctld, slurmd, slurm-client and
 # munge (apt, only if missing), starts munged, writes /etc/slurm/slurm.conf (only when missing or
 # when it carries the marker line below, so a hand-written config is left alone), starts slurmctld
-# and slurmd, waits until node "localhost" of partition "debug" is idle, and runs a one-CPU job
+# and slurmd, waits (60 s at most) until node "localhost" of partition "debug" is up (idle, or
+# busy with jobs already there), resuming it if it is down or drained, and runs a one-CPU job
 # through it. Not root: prints one line and exits 0, so the Slurm tests skip instead of failing.
 #
 # Settings chosen for fast tests (measured on a 2-core machine with Slurm 22.05):
@@ -23,7 +24,11 @@
 #   bf_interval=5            Backfill every 5 s (default 30 s).
 #   DefMemPerCPU             Jobs that ask for no memory get their CPU share of it, not the whole
 #                            node, so array tasks can run side by side.
-#   KillWait=5               SIGTERM to SIGKILL grace (default 30 s).
+#   KillWait=5               SIGTERM to SIGKILL grace (default 30 s). Submitit jobs ignore SIGTERM,
+#                            and no new job starts on a node while a job there is completing: after
+#                            `scancel` of such a job the next job started 12.6 s later with
+#                            KillWait=10, 7.5 s with KillWait=5.
+#   MinJobAge=300            The default: submitit reads results from files, not from slurmctld.
 #
 # State: slurmctld is started with -c (clear saved state) only when no saved job state exists;
 # otherwise it recovers its jobs, as a cluster would after a restart.
@@ -63,22 +68,41 @@ install_packages() {
         return
     fi
     log "installing ${missing[*]}"
+    local apt_log
+    apt_log=$(mktemp)
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+        >"$apt_log" 2>&1; then
+        cat "$apt_log" >&2
+        rm -f "$apt_log"
+        die "could not install ${missing[*]} with apt-get (output above)"
+    fi
+    rm -f "$apt_log"
 }
 
-# Pids of the running daemon $2 (pid file $1 first, else by exact program name).
+# Pids of the running daemon $2: from pid file $1 when it is current, else by exact program name.
+# Zombies (a killed daemon not yet reaped) do not count.
 daemon_pids() {
     local pidfile=$1 name=$2 pid
     if [[ -s $pidfile ]]; then
         pid=$(<"$pidfile")
-        if [[ -r /proc/$pid/comm ]] && [[ $(<"/proc/$pid/comm") == "$name" ]]; then
+        if is_live "$pid" "$name"; then
             echo "$pid"
             return
         fi
     fi
-    pgrep -x "$name" || true
+    for pid in $(pgrep -x "$name" || true); do
+        if is_live "$pid" "$name"; then
+            echo "$pid"
+        fi
+    done
+}
+
+# True when process $1 exists, runs program $2 and is not a zombie.
+is_live() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ $stat == "$1 ($2) "* ]] && [[ ${stat#"$1 ($2) "} != Z* ]]
 }
 
 start_munge() {
@@ -93,7 +117,7 @@ start_munge() {
     chmod 0400 /etc/munge/munge.key
     install -d -o munge -g munge -m 0755 /run/munge
     log "starting munged"
-    su -s /bin/sh munge -c /usr/sbin/munged
+    su -s /bin/sh munge -c /usr/sbin/munged || die "munged did not start; see /var/log/munge/munged.log"
     local i
     for i in $(seq 50); do
         munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1 && return
@@ -186,15 +210,15 @@ start_daemons() {
     if [[ -z $(daemon_pids "$CTLD_PID" slurmctld) ]]; then
         if [[ -e $STATE_DIR/job_state ]]; then
             log "starting slurmctld (recovering saved state)"
-            slurmctld
+            slurmctld || die "slurmctld did not start; see $LOG_DIR/slurmctld.log"
         else
             log "starting slurmctld (no saved state: -c)"
-            slurmctld -c
+            slurmctld -c || die "slurmctld did not start; see $LOG_DIR/slurmctld.log"
         fi
     fi
     if [[ -z $(daemon_pids "$SLURMD_PID" slurmd) ]]; then
         log "starting slurmd"
-        slurmd
+        slurmd || die "slurmd did not start; see $LOG_DIR/slurmd.log"
     fi
 }
 

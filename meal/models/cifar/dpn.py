@@ -19,9 +19,7 @@ from meal.models.cifar.common import ClassifierHead, conv_bn
 class DualPathBlock(nn.Module):
     """One dual-path bottleneck; the first block of a stage projects its input."""
 
-    def __init__(
-        self, in_channels: int, width: int, residual: int, dense: int, stride: int, project: bool
-    ) -> None:
+    def __init__(self, in_channels: int, width: int, residual: int, dense: int, stride: int, project: bool) -> None:
         super().__init__()
         self.residual = residual
         self.body = nn.Sequential(
@@ -29,9 +27,7 @@ class DualPathBlock(nn.Module):
             conv_bn(width, width, 3, stride, groups=32),
             conv_bn(width, residual + dense, 1, relu=False),
         )
-        self.shortcut = (
-            conv_bn(in_channels, residual + dense, 1, stride, relu=False) if project else nn.Identity()
-        )
+        self.shortcut = conv_bn(in_channels, residual + dense, 1, stride, relu=False) if project else nn.Identity()
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -37,9 +37,7 @@ class Inception(nn.Module):
             conv_bn(reduce_5x5, out_5x5, 3),
             conv_bn(out_5x5, out_5x5, 3),
         )
-        self.branch_pool = nn.Sequential(
-            nn.MaxPool2d(3, stride=1, padding=1), conv_bn(in_channels, out_pool, 1)
-        )
+        self.branch_pool = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), conv_bn(in_channels, out_pool, 1))
         self.out_channels = out_1x1 + out_3x3 + out_5x5 + out_pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

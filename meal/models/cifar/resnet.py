@@ -42,9 +42,7 @@ class PreActBlock(nn.Module):
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
         self.relu = nn.ReLU()
         self.shortcut = (
-            nn.Conv2d(in_channels, channels, 1, stride, bias=False)
-            if stride != 1 or in_channels != channels
-            else None
+            nn.Conv2d(in_channels, channels, 1, stride, bias=False) if stride != 1 or in_channels != channels else None
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -55,9 +53,7 @@ class PreActBlock(nn.Module):
         return out + shortcut
 
 
-def _stage(
-    block: type[nn.Module], in_channels: int, channels: int, blocks: int, stride: int
-) -> nn.Sequential:
+def _stage(block: type[nn.Module], in_channels: int, channels: int, blocks: int, stride: int) -> nn.Sequential:
     layers = [block(in_channels, channels, stride)]
     layers += [block(channels, channels, 1) for _ in range(blocks - 1)]
     return nn.Sequential(*layers)
@@ -85,15 +81,11 @@ class ResNet(nn.Sequential):
     ) -> None:
         block = PreActBlock if pre_activation else BasicBlock
         stem: nn.Module = (
-            nn.Conv2d(in_channels, 64, 3, padding=1, bias=False)
-            if pre_activation
-            else conv_bn(in_channels, 64, 3)
+            nn.Conv2d(in_channels, 64, 3, padding=1, bias=False) if pre_activation else conv_bn(in_channels, 64, 3)
         )
         named: OrderedDict[str, nn.Module] = OrderedDict(stem=stem)
         channels = 64
-        for index, (width, stride, count) in enumerate(
-            zip(STAGE_WIDTHS, STAGE_STRIDES, blocks, strict=True), start=1
-        ):
+        for index, (width, stride, count) in enumerate(zip(STAGE_WIDTHS, STAGE_STRIDES, blocks, strict=True), start=1):
             named[f"stage{index}"] = _stage(block, channels, width, count, stride)
             channels = width
         head = ClassifierHead(channels, num_classes)

@@ -33,9 +33,7 @@ class ChannelShuffle(nn.Module):
 class ShuffleUnit(nn.Module):
     """One ShuffleNet unit; stride 2 concatenates the pooled input, stride 1 adds it."""
 
-    def __init__(
-        self, in_channels: int, out_channels: int, stride: int, groups: int, group_first: bool
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, groups: int, group_first: bool) -> None:
         super().__init__()
         branch = out_channels - in_channels if stride == 2 else out_channels
         mid = branch // 4
