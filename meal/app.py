@@ -137,7 +137,7 @@ def train(cfg: DictConfig, run_dir: Path, job_type: str = "train") -> dict[str, 
         check_or_write_config(cfg, run_dir)
     if cfg.trainer.threads:
         torch.set_num_threads(int(cfg.trainer.threads))
-    seed_everything(int(cfg.seed) + dist.rank)
+    seed_everything(int(cfg.seed))  # the same initial weights on every rank
     configure_determinism(cfg.trainer.deterministic)
     device = select_device(cfg.trainer.device) if dist.device is None else dist.device
     data = build_data(cfg.data, Path(cfg.paths.data_dir), int(cfg.seed), device, dist.rank, dist.world_size)
@@ -145,6 +145,9 @@ def train(cfg: DictConfig, run_dir: Path, job_type: str = "train") -> dict[str, 
     uses_teachers = method_class(cfg.method.name).uses_teachers
     teachers = load_teachers(cfg, data, device, lambda m, p: _train_teacher(cfg, m, p)) if uses_teachers else []
     method = build_method(cfg.method, student, teachers, data.num_classes, int(cfg.seed)).to(device)
+    method.prepare(data, cfg)
+    if dist.world_size > 1:
+        seed_everything(int(cfg.seed) * 1000 + dist.rank)  # per-rank streams for dropout and the like
     epochs = resolve_epochs(cfg.trainer, cfg.schedule)
     if getattr(cfg.method, "epochs_per_teacher", False):
         epochs *= max(len(teachers), 1)
@@ -165,7 +168,7 @@ def train(cfg: DictConfig, run_dir: Path, job_type: str = "train") -> dict[str, 
         state = trainer.fit()
         if dist.rank != 0:
             exit_code = 0
-            return {}
+            return distributed.from_rank0(None)
         result = _result(cfg, state, epochs, method, teachers, extra.get("teacher_eval", {}),
                          time.monotonic() - started, tracker)
         result["world_size"] = dist.world_size
@@ -180,7 +183,7 @@ def train(cfg: DictConfig, run_dir: Path, job_type: str = "train") -> dict[str, 
                 "config": OmegaConf.to_container(cfg, resolve=True), "run_dir": str(run_dir),
             })
         exit_code = 0
-        return result
+        return distributed.from_rank0(result) if dist.world_size > 1 else result
     except SystemExit as exc:
         exit_code = exc.code if isinstance(exc.code, int) else 1
         raise

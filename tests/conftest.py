@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -16,6 +17,10 @@ from omegaconf import DictConfig, open_dict
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("MEAL_ROOT", str(REPO))
+# One intra-op thread per process: several test processes may run at once on 2 cores, and
+# oversubscribed OpenMP threads slow small CPU kernels down by an order of magnitude.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 needs_fashion_mnist = pytest.mark.skipif(
@@ -49,8 +54,7 @@ def compose_cfg() -> Callable[..., DictConfig]:
     GlobalHydra.instance().clear()
 
 
-@pytest.fixture
-def meal_env(tmp_path: Path) -> dict[str, str]:
+def meal_environ(tmp_path: Path) -> dict[str, str]:
     """Environment for subprocess runs: offline W&B, zoo and caches under tmp_path."""
     env = dict(os.environ)
     env.update({"MEAL_ROOT": str(REPO), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
@@ -58,6 +62,12 @@ def meal_env(tmp_path: Path) -> dict[str, str]:
                 "MEAL_DATA": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"})
     env.pop("WANDB_API_KEY", None)
     return env
+
+
+@pytest.fixture
+def meal_env(tmp_path: Path) -> dict[str, str]:
+    """Fixture form of :func:`meal_environ` (folders under the test's tmp_path)."""
+    return meal_environ(tmp_path)
 
 
 def run_launch(args: Sequence[str], env: dict[str, str], timeout: float = 600,

@@ -28,7 +28,8 @@ def _positive(key: str, value: float | None, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
     if value is None or value <= 0:
-        raise ConfigError(key, f"must be positive, got {value}")
+        raise ConfigError(key, f"must be positive, got {value}",
+                          f"set {key} to a value > 0" + (" or null" if allow_none else ""))
 
 
 def _check_blockwise(m: Any) -> None:

@@ -25,6 +25,8 @@ def read_idx(path: Path) -> torch.Tensor:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
         raise DataError(f"{path}: not an IDX file (bad magic number)")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path}: truncated IDX file (header cut short)")
     dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     dtype = np.dtype(_DTYPES[raw[2]])
     expected = int(np.prod(dims)) * dtype.itemsize

@@ -152,9 +152,18 @@ class FolderLoader:
         batches = [order[i : i + self.batch_size] for i in range(0, order.numel(), self.batch_size)]
         if self.world_size > 1:
             batches = [b.tensor_split(self.world_size)[self.rank] for b in batches]
-        loader = DataLoader(self.dataset, batch_sampler=[b.tolist() for b in batches], num_workers=self.workers,
-                            pin_memory=self.device.type == "cuda", persistent_workers=False)
-        for x, y, index, aug in loader:
+        # a rank whose slice of a short last batch is empty yields an empty batch (as TensorLoader does)
+        loader = iter(DataLoader(self.dataset, batch_sampler=[b.tolist() for b in batches if b.numel()],
+                                 num_workers=self.workers, pin_memory=self.device.type == "cuda",
+                                 persistent_workers=False))
+        for b in batches:
+            if not b.numel():
+                size = self.dataset.image_size
+                yield Batch(torch.empty(0, 3, size, size, device=self.device),
+                            torch.empty(0, dtype=torch.long, device=self.device), b,
+                            torch.empty(0, 5, dtype=torch.long))
+                continue
+            x, y, index, aug = next(loader)
             yield Batch(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), index, aug)
 
     def __iter__(self) -> Iterator[Batch]:

@@ -11,6 +11,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as torch_dist
@@ -66,6 +67,13 @@ def average_gradients(params: list[torch.nn.Parameter]) -> None:
     for g in grads:
         g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
+
+
+def from_rank0(value: Any) -> Any:
+    """Rank 0's `value` on every rank (e.g. the run's result, so every rank returns the objective)."""
+    box = [value]
+    torch_dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def setup() -> DistInfo:

@@ -237,7 +237,14 @@ class Trainer:
         s = self.state
         final = s.epoch + 1 == self.epochs or s.global_step >= self.total_steps
         metrics: dict[str, Any] = {"epoch": s.epoch + 1, "step": s.global_step, "lr": lr}
-        metrics |= {f"train_{k}": v / max(s.epoch_count, 1) for k, v in s.epoch_sums.items()}
+        sums, count = dict(s.epoch_sums), float(s.epoch_count)
+        if self.world_size > 1:  # every rank's losses, averaged: the same figures as one process
+            keys = sorted(sums)
+            packed = torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(packed)
+            sums = dict(zip(keys, packed[:-1].tolist()))
+            count = packed[-1].item()
+        metrics |= {f"train_{k}": v / max(count, 1.0) for k, v in sums.items()}
         metrics["img_per_s"] = epoch_images / max(epoch_seconds, 1e-9)
         if self.rank == 0 and ((s.epoch + 1) % max(self.tcfg.eval_every, 1) == 0 or final):
             test = evaluate_model(self.method.student, self.data.test)
@@ -318,8 +325,16 @@ class Trainer:
         self.save()
         self.state.train_seconds -= elapsed
 
+    def _stop_requested(self) -> bool:
+        """Whether any rank received a termination signal (all ranks agree on the answer)."""
+        if self.world_size == 1:
+            return self.guard.requested
+        flag = torch.tensor([1.0 if self.guard.requested else 0.0], device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item() > 0)
+
     def _preempted(self, started: float) -> bool:
-        if not self.guard.requested:
+        if not self._stop_requested():
             return False
         self._checkpoint_now(started)
         log.warning("checkpoint saved at step %d after a termination signal", self.state.global_step)

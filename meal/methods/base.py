@@ -74,6 +74,13 @@ class Method(nn.Module):
         """Compute the loss for one batch at global step `step`."""
         raise NotImplementedError
 
+    def prepare(self, data: Any, cfg: Any) -> None:
+        """Called once after construction with the run's data bundle and full config (no-op here).
+
+        Methods that need the training data or run paths before training (e.g. to open or build a
+        soft-label cache) override it.
+        """
+
     def extra_optimizers(self) -> list[ExtraOptimizer]:
         """Optimizers for the method's own modules (none by default)."""
         return []

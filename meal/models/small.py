@@ -57,7 +57,10 @@ class SmallCNN(nn.Sequential):
 
 
 class SmallMLP(nn.Sequential):
-    """Flatten, four hidden linear-BN-ReLU layers (``hidden1`` .. ``hidden4``), ``classifier``."""
+    """Flatten, four hidden linear-ReLU layers (``hidden1`` .. ``hidden4``), ``classifier``.
+
+    No normalisation layers, so any batch size (even 1) trains.
+    """
 
     default_taps = ("hidden1", "hidden2", "hidden3", "hidden4")
 
@@ -65,9 +68,7 @@ class SmallMLP(nn.Sequential):
         named: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
         features = in_channels * image_size * image_size
         for index, width in enumerate(widths, start=1):
-            named[f"hidden{index}"] = nn.Sequential(
-                nn.Linear(features, width, bias=False), nn.BatchNorm1d(width), nn.ReLU(inplace=True)
-            )
+            named[f"hidden{index}"] = nn.Sequential(nn.Linear(features, width), nn.ReLU(inplace=True))
             features = width
         named["classifier"] = nn.Linear(features, num_classes)
         super().__init__(named)

@@ -37,10 +37,7 @@ class _TapStore:
 
 
 class _TapHook:
-    """Forward hook that stores one module's output in a shared :class:`_TapStore`.
-
-    A module that runs several times in one forward pass keeps its last output.
-    """
+    """Forward hook that stores one module's output in a shared :class:`_TapStore`."""
 
     def __init__(self, name: str, store: _TapStore) -> None:
         self.name = name
@@ -94,9 +91,15 @@ class TappedModel(nn.Module):
         arch: the architecture name, for messages and for ``result.json``.
         tap_names: dotted module names (as in ``net.named_modules()``), in output order.
         taps_key: config key named in errors about the tap list.
+
+    A tap is the tensor the module returned; a module that runs twice in one forward pass keeps
+    its last output, and a later in-place operation on that tensor (an in-place ReLU right after a
+    tapped BatchNorm, say) changes the tap too, so tap block outputs rather than such layers.
+    Under DistributedDataParallel call ``ddp_model(x, with_taps=True)``; ``nn.DataParallel``
+    replicas share one store and are not supported.
     """
 
-    def __init__(self, net: nn.Module, arch: str, tap_names: Sequence[str], taps_key: str = "student.taps"):
+    def __init__(self, net: nn.Module, arch: str, tap_names: Sequence[str], taps_key: str = "student.taps") -> None:
         super().__init__()
         self.net = net
         self.arch = arch

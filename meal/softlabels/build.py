@@ -9,6 +9,7 @@ the same augmented sample.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -91,7 +92,8 @@ class _CropSet(Dataset):
         crops = torch.stack([self.dataset.render(image, *[int(v) for v in box]) for box in boxes])
         return crops, boxes
 
-    def _load(self, index: int):  # noqa: ANN202 - a PIL image
+    def _load(self, index: int) -> Any:
+        """The PIL image of dataset index `index`."""
         path, _ = self.dataset.folder.samples[index]
         return self.dataset.folder.loader(path)
 

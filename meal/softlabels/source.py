@@ -37,18 +37,20 @@ class CachedSoftLabels:
     """Cached targets of one training loader, gathered by (dataset index, augmentation slot)."""
 
     def __init__(self, spec: CacheSpec, tensors: dict[str, Tensor], device: torch.device,
-                 loader: TensorLoader | FolderLoader, path: Path | None = None) -> None:
+                 loader: TensorLoader | FolderLoader, path: Path | None = None,
+                 store_device: torch.device | None = None) -> None:
         self.spec = spec
         self.path = path
-        self.device = device
+        self.device = torch.device(device)
         values = tensors["values"]
         if values.shape[0] != spec.num_samples or values.shape[1] != spec.slots:
             raise MealError(f"soft-label cache {path}: holds {tuple(values.shape[:2])} entries, "
                             f"expected ({spec.num_samples}, {spec.slots}); delete it to rebuild")
         # (rows * slots, ...) so one index_select gathers a batch
-        self.values = values.reshape(spec.num_samples * spec.slots, *values.shape[2:]).to(device)
+        store = self.device if store_device is None else torch.device(store_device)
+        self.values = values.reshape(spec.num_samples * spec.slots, *values.shape[2:]).to(store)
         indices = tensors.get("indices")
-        self.indices = None if indices is None else indices.reshape(spec.num_samples * spec.slots, -1).to(device)
+        self.indices = None if indices is None else indices.reshape(spec.num_samples * spec.slots, -1).to(store)
         self.boxes = tensors.get("boxes")
         self.rows: Tensor | None = None
         if isinstance(loader, FolderLoader):
@@ -74,9 +76,9 @@ class CachedSoftLabels:
 
     def lookup(self, flat: Tensor) -> SoftTargets:
         """Targets of flat entries (see :meth:`flat_index`), float32 on the cache's device."""
-        flat = flat.to(self.device, non_blocking=True)
-        values = self.values.index_select(0, flat)
-        indices = None if self.indices is None else self.indices.index_select(0, flat)
+        flat = flat.to(self.values.device, non_blocking=True)
+        values = self.values.index_select(0, flat).to(self.device, non_blocking=True)
+        indices = None if self.indices is None else self.indices.index_select(0, flat).to(self.device)
         return unpack(values, indices, self.spec.num_classes, self.spec.temperature)
 
     def targets(self, batch: Batch) -> SoftTargets:
@@ -95,7 +97,8 @@ def open_or_build(teachers: Sequence[Teacher], data: Any, data_cfg: Any, method_
         data_cfg: the `data` config (name, subset, normalisation).
         method_cfg: the method config (temperature, cache_dtype, cache_topk, cache_crops).
         cache_root: directory holding one sub-directory per cache key.
-        device: where the cached tensors are kept (default: the teachers' device; CPU for image folders).
+        device: where the targets are returned (the student's device; default: the teachers'). Tensor
+            datasets keep the whole cache there; image-folder caches stay memory-mapped on the CPU.
         chunk_samples: rows per resumable chunk (default: about 65k entries).
         build_batch: images per teacher forward pass while building (default: data.eval_batch_size).
     """
@@ -121,8 +124,9 @@ def open_or_build(teachers: Sequence[Teacher], data: Any, data_cfg: Any, method_
         log.info("soft-label cache %s found", store.dir)
     tensors = store.load()
     if device is None:
-        device = loader.device if isinstance(loader, TensorLoader) else torch.device("cpu")
-    source = CachedSoftLabels(spec, tensors, device, loader, store.dir)
+        device = next((p.device for m in models for p in m.parameters()), torch.device("cpu"))
+    store_device = None if isinstance(loader, TensorLoader) else torch.device("cpu")
+    source = CachedSoftLabels(spec, tensors, device, loader, store.dir, store_device)
     if spec.kind == "crops":
         loader.dataset.set_replay(tensors["boxes"], source.rows)
     return source

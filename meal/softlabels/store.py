@@ -171,7 +171,7 @@ class CacheStore:
         path = self.chunk_path(i)
         try:
             chunk = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - any unreadable chunk is recomputed
+        except Exception:  # any unreadable chunk is computed again
             return None
         if not isinstance(chunk, dict) or chunk.get("range") != [start, end]:
             return None

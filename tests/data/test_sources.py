@@ -103,9 +103,10 @@ def test_read_idx_labels_file(tmp_path: Path) -> None:
     assert read_idx(write_idx(tmp_path / "labels-idx1-ubyte", labels)).tolist() == [9, 0, 0, 3, 1]
 
 
+@pytest.mark.parametrize("keep", [9, 4 + 12 + 30], ids=["in-header", "in-body"])
 @pytest.mark.parametrize("name", ["short-idx3-ubyte", "short-idx3-ubyte.gz"])
-def test_truncated_idx_names_the_file(tmp_path: Path, name: str) -> None:
-    data = idx_bytes(np.zeros((4, 3, 5), dtype=np.uint8))[:-7]
+def test_truncated_idx_names_the_file(tmp_path: Path, name: str, keep: int) -> None:
+    data = idx_bytes(np.zeros((4, 3, 5), dtype=np.uint8))[:keep]
     path = tmp_path / name
     path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
     with pytest.raises(DataError, match="truncated") as info:
@@ -514,21 +515,36 @@ def test_imagefolder_epoch_replays_and_resumes(image_tree) -> None:
         assert torch.equal(a.index, b.index)
         assert torch.equal(a.aug, b.aug)
         assert torch.equal(a.x, b.x)
+
+    def boxes(batches: list) -> torch.Tensor:  # crop rows in dataset-index order
+        index = torch.cat([b.index for b in batches])
+        return torch.cat([b.aug for b in batches])[index.argsort()]
+
     train.set_epoch(5)
-    other = list(train.iterate())
-    assert not torch.equal(torch.cat([b.aug for b in full]), torch.cat([b.aug for b in other]))
+    other_epoch = boxes(list(train.iterate()))
+    other_seed = _folder_bundle(root, seed=1).train
+    other_seed.set_epoch(4)
+    # each image gets new crops in another epoch or run
+    assert (boxes(full) != other_epoch).any(dim=1).sum() >= 10
+    assert (boxes(full) != boxes(list(other_seed.iterate()))).any(dim=1).sum() >= 10
 
 
 def test_imagefolder_ranks_split_the_global_batch(image_tree) -> None:
     root, _ = image_tree
-    whole = _folder_bundle(root, "batch_size=6").train
-    shards = [_folder_bundle(root, "batch_size=6", rank=r, world_size=2).train
-              for r in range(2)]
+    # 9 images in batches of 4: the last global batch (1 image) leaves rank 1 an empty slice
+    whole = list(_folder_bundle(root, "train_subset=9").train)
+    shards = [list(_folder_bundle(root, "train_subset=9", rank=r, world_size=2).train) for r in range(2)]
+    assert len(whole) == len(shards[0]) == len(shards[1]) == 3
+    assert [[p.x.shape[0] for p in parts] for parts in zip(*shards, strict=True)] == [[2, 2], [2, 2], [1, 0]]
     for step, batch in enumerate(whole):
-        parts = [list(s)[step] for s in shards]
-        assert [p.x.shape[0] for p in parts] == [3, 3]
+        parts = [shard[step] for shard in shards]
         for field in ("x", "y", "index", "aug"):
             assert torch.equal(torch.cat([getattr(p, field) for p in parts]), getattr(batch, field))
+    empty = shards[1][2]
+    assert empty.x.shape == (0, 3, 32, 32)
+    assert empty.x.dtype == torch.float32
+    assert empty.y.dtype == empty.index.dtype == empty.aug.dtype == torch.int64
+    assert empty.aug.shape == (0, 5)
 
 
 def test_imagefolder_subsets_and_validation_split(image_tree) -> None:
@@ -573,12 +589,13 @@ def test_imagefolder_missing_or_empty_folders(tmp_path: Path) -> None:
     assert str(no_images / "train") in str(info.value)
 
 
-@pytest.mark.parametrize("augment", ["random_resized_crop_flip", "none"])
-def test_unreadable_image_names_the_file(image_tree, augment: str) -> None:
+@pytest.mark.parametrize(("augment", "workers"), [("random_resized_crop_flip", 0), ("none", 0),
+                                                   ("random_resized_crop_flip", 1)])
+def test_unreadable_image_names_the_file(image_tree, augment: str, workers: int) -> None:
     root, _ = image_tree
     bad = root / "train" / "bee" / "broken.png"
     bad.write_bytes(b"\x89PNG this is not really an image" * 3)
-    bundle = _folder_bundle(root, f"augment={augment}")
+    bundle = _folder_bundle(root, f"augment={augment}", f"workers={workers}")
     assert bundle.train.num_samples == 13  # the file is listed; reading it fails
     with pytest.raises(DataError) as info:
         for _ in bundle.train:

@@ -1,0 +1,97 @@
+"""Command-line plumbing shared by ``python -m meal.softlabels`` and ``python -m meal.bench``.
+
+Both compose the same config tree as ``launch.py`` (``conf/`` plus ``experiments/``, Hydra
+overrides on the command line) without starting a Hydra job, and build the run's pieces (data,
+student, teachers) with the functions a training run uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, open_dict
+
+from meal.errors import MealError
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def compose_config(overrides: Sequence[str], output_dir: Path) -> DictConfig:
+    """Compose ``conf/config.yaml`` with `overrides`, resolving run paths against `output_dir`."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from meal.config import register
+
+    os.environ.setdefault("MEAL_ROOT", str(REPO))
+    register()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.runtime.cwd = os.getcwd()
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+@dataclass
+class RunPieces:
+    """What a training run builds before its method: device, data, student and teachers."""
+
+    device: torch.device
+    data: Any
+    student: torch.nn.Module | None
+    teachers: list[Any]
+
+
+def build_pieces(cfg: DictConfig, student: bool = True) -> RunPieces:
+    """Validate `cfg` and build the device, data, (student) and teachers as ``meal.app.train`` does.
+
+    Missing zoo teachers are trained first when the teacher set allows it.
+    """
+    from meal.app import _build_student, _train_teacher
+    from meal.config.validate import validate
+    from meal.data import build_data
+    from meal.engine.environment import configure_determinism, seed_everything, select_device
+    from meal.teachers import load_teachers
+
+    validate(cfg)
+    if cfg.trainer.threads:
+        torch.set_num_threads(int(cfg.trainer.threads))
+    seed_everything(int(cfg.seed))
+    configure_determinism(cfg.trainer.deterministic)
+    device = select_device(cfg.trainer.device)
+    data = build_data(cfg.data, Path(cfg.paths.data_dir), int(cfg.seed), device)
+    model = _build_student(cfg, data, device) if student else None
+    teachers = load_teachers(cfg, data, device, lambda m, p: _train_teacher(cfg, m, p))
+    return RunPieces(device, data, model, teachers)
+
+
+def setup_logging() -> None:
+    """Log INFO lines to stderr (stdout is kept for machine-readable output)."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+
+
+def run_cli(main: Any, argv: Sequence[str] | None = None) -> int:
+    """Run `main(argv)`, turning user errors into one logged line and exit status 2."""
+    try:
+        return int(main(argv) or 0)
+    except MealError as exc:
+        log.error("error: %s", exc)
+        return 2

@@ -1,0 +1,318 @@
+"""The catalogue of bad inputs: each one, run through launch.py, fails with one clear line and changes no file.
+
+Every row is a :class:`Case`: extra command-line overrides, an optional `setup_fn` that builds the
+files the case needs in its own folder (``$tmp`` in the overrides is that folder), and a regular
+expression the message must match. The message is the ``error: ...`` line the entry point prints for
+a user error, or, for mistakes caught while Hydra composes the config, Hydra's own short report.
+To add a case, add a row.
+
+All selected cases are launched together (two at a time) the first time a test needs a result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+import subprocess
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+import pytest
+import torch
+
+from meal.models import build_model
+from meal.rundir import RESOLVED_CONFIG, comparable_config
+from tests.conftest import compose_config, meal_environ, run_launch
+
+# Cheap runs: a tiny synthetic data set (3x32x32, 10 classes), one epoch, no W&B, one thread.
+BASE = [
+    "data=synthetic", "data.train_size=64", "data.test_size=32", "data.batch_size=32", "data.eval_batch_size=32",
+    "logger=none", "method=ce", "teachers=none", "trainer.epochs=1", "trainer.progress=off", "trainer.threads=1",
+]
+SHAPE = {"num_classes": 10, "in_channels": 3, "image_size": 32}
+MEAL_V1 = ["method=meal_v1", "teachers=none"]
+PARALLEL = 2
+TIMEOUT_S = 300
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input: overrides added to BASE, files to build first, and the message expected."""
+
+    id: str
+    args: tuple[str, ...]
+    setup_fn: Callable[[Path], None] | None
+    expected_regex: str
+
+
+def teacher(arch: str, path: str) -> str:
+    """A `teachers.members` override with one member loaded from `path` (``$tmp`` is expanded)."""
+    return f"teachers.members=[{{arch:{arch},checkpoint:{path}}}]"
+
+
+# ----------------------------------------------------------------------------------- fixture files
+def _save_state_dict(path: Path, arch: str, num_classes: int = 10) -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shape = SHAPE | {"num_classes": num_classes}
+    torch.save(build_model(arch, shape["num_classes"], shape["in_channels"], shape["image_size"]).state_dict(), path)
+    return path.read_bytes()
+
+
+def good_teacher(tmp: Path) -> None:
+    _save_state_dict(tmp / "teacher.pt", "fmnist_cnn")
+
+
+def truncated_teacher(tmp: Path) -> None:
+    data = _save_state_dict(tmp / "teacher.pt", "fmnist_cnn")
+    (tmp / "teacher.pt").write_bytes(data[: len(data) // 2])
+
+
+def other_arch_teacher(tmp: Path) -> None:
+    _save_state_dict(tmp / "mlp_weights.pt", "fmnist_mlp")
+
+
+def five_class_teacher(tmp: Path) -> None:
+    _save_state_dict(tmp / "five_classes.pt", "fmnist_cnn", num_classes=5)
+
+
+def empty_image_folder(tmp: Path) -> None:
+    for split in ("train", "val"):
+        (tmp / "images" / split / "cat").mkdir(parents=True)
+
+
+def garbage_image_folder(tmp: Path) -> None:
+    for split in ("train", "val"):
+        folder = tmp / "images" / split / "cat"
+        folder.mkdir(parents=True)
+        (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))
+
+
+def run_with_other_config(tmp: Path) -> None:
+    """A run directory as a first start with optim.lr=0.2 left it: config, Hydra's record, a checkpoint."""
+    run = tmp / "run"
+    cfg = compose_config([*BASE, "optim.lr=0.2"], run)
+    run.mkdir()
+    from omegaconf import OmegaConf
+
+    (run / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(comparable_config(cfg))))
+    for folder in (".hydra", ".hydra/accepted"):
+        (run / folder).mkdir()
+        (run / folder / "overrides.yaml").write_text("- optim.lr=0.2\n")
+        (run / folder / "config.yaml").write_text("optim:\n  lr: 0.2\n")
+    (run / "launch.log").write_text("[first start]\n")
+    (run / "checkpoints").mkdir()
+    torch.save({"format": "meal-checkpoint/1", "global_step": 3}, run / "checkpoints" / "last.pt")
+
+
+def run_with_truncated_checkpoint(tmp: Path) -> None:
+    """A run directory whose last.pt was cut short (no resolved config: the check passes, the load must not)."""
+    last = tmp / "run" / "checkpoints" / "last.pt"
+    last.parent.mkdir(parents=True)
+    torch.save({"format": "meal-checkpoint/1", "student": {"w": torch.zeros(1000)}}, last)
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) * 2 // 3])
+
+
+def cache_of_other_teachers(tmp: Path) -> None:
+    """A soft-label cache folder built for other teachers, and the teacher file of this run."""
+    from meal.softlabels import open_or_build  # noqa: F401  (the cached path needs the package)
+
+    _save_state_dict(tmp / "other_teacher.pt", "fmnist_cnn")
+    _save_state_dict(tmp / "teacher.pt", "fmnist_cnn")
+    other = run_launch([*BASE, "method=kd", "method.soft_labels=cached", f"method.cache_dir={tmp}/cache",
+                        teacher("fmnist_cnn", f"{tmp}/other_teacher.pt"), "trainer.max_steps=1",
+                        f"hydra.run.dir={tmp}/build"], meal_environ(tmp / "env"))
+    assert other.returncode == 0, other.stdout + other.stderr
+
+
+def _softlabels_missing() -> bool:
+    return any(importlib.util.find_spec(name) is None for name in ("meal.softlabels", "meal.methods.kd"))
+
+
+# ----------------------------------------------------------------------------------- the catalogue
+CASES: list[Case | object] = [
+    # names that do not exist
+    Case("unknown-arch", ("student.arch=resnet1000",), None,
+         r"student\.arch: unknown architecture 'resnet1000' \(choose one of: .*fmnist_cnn.*torchvision\.<name>\)"),
+    Case("unknown-student-option", ("student=resnet1000",), None,
+         r"Could not find 'student/resnet1000'[\s\S]*Available options in 'student'"),
+    Case("unknown-dataset", ("data=mnist",), None, r"Could not find 'data/mnist'[\s\S]*Available options in 'data'"),
+    Case("unknown-dataset-name", ("data.name=mnist",), None,
+         r"data\.name: unknown dataset 'mnist' \(choose one of: fashion_mnist, .*synthetic\)"),
+    Case("unknown-method", ("method=meal_v3",), None,
+         r"Could not find 'method/meal_v3'[\s\S]*Available options in 'method'"),
+    Case("unknown-method-name", ("method.name=meal_v3",), None,
+         r"method\.name: unknown method 'meal_v3' \(choose one of: ce, kd, meal_v1, meal_v2\)"),
+    Case("unknown-teacher-set", ("teachers=cifar_quintet",), None,
+         r"Could not find 'teachers/cifar_quintet'[\s\S]*Available options in 'teachers'"),
+    Case("teacher-not-in-zoo", ("method=meal_v1", "teachers=fmnist_pair", "teachers.train_missing=false"), None,
+         r"teachers\.members\[0\]: teacher \S+fmnist_cnn-s0\.pt is not in the zoo; train it with: python launch\.py "
+         r"method=ce .*\(or set teachers\.train_missing=true\)"),
+    # keys and types the schemas refuse
+    Case("misspelt-key", ("trainer.epoch=3",), None, r"Key 'epoch' not in 'TrainerConfig'\s+full_key: trainer\.epoch"),
+    Case("misspelt-method-key", ("method=meal_v1", "method.gama=[1.0]"), None,
+         r"Key 'gama' not in 'MealV1MethodConfig'\s+full_key: method\.gama"),
+    Case("wrong-type", ("trainer.epochs=three",), None,
+         r"Value 'three' of type 'str' could not be converted to Integer\s+full_key: trainer\.epochs"),
+    Case("wrong-type-in-list", ("method=meal_v1", "method.gamma=[one]"), None,
+         r"Value 'one' (of type 'str' )?could not be converted to Float\s+full_key: method\.gamma\[0\]"),
+    # MEAL v1 block settings
+    Case("gamma-length", (*MEAL_V1, "method.gamma=[1.0,0.5]"), None,
+         r"method\.gamma: has 2 values but method\.out_layer has 1 \(give one value per selected block\)"),
+    Case("eta-length", (*MEAL_V1, "method.eta=[1.0,1.0,1.0]"), None,
+         r"method\.eta: has 3 values but method\.out_layer has 1 \(give one value per selected block\)"),
+    Case("out-dims-length", (*MEAL_V1, "method.out_dims=[]"), None,
+         r"method\.out_dims: has 0 values but method\.out_layer has 1 \(give one value per selected block\)"),
+    Case("out-layer-length", (*MEAL_V1, "method.out_layer=[-2,-1]"), None,
+         r"method\.out_dims: has 1 values but method\.out_layer has 2 \(give one value per selected block\)"),
+    Case("out-layer-out-of-range", (*MEAL_V1, teacher("fmnist_cnn", "$tmp/teacher.pt"), "method.out_layer=[7]"),
+         good_teacher, r"method\.out_layer\[0\]: index 7 is out of range: fmnist_tiny has 5 block outputs .*\(use -5\.\.4\)"),
+    # numbers that must be positive
+    Case("lr-zero", ("optim.lr=0",), None, r"optim\.lr: must be positive, got 0\.0 \(set optim\.lr to a value > 0\)"),
+    Case("lr-negative", ("optim.lr=-0.1",), None, r"optim\.lr: must be positive, got -0\.1 \(set optim\.lr to a value > 0"),
+    Case("epochs-zero", ("trainer.epochs=0",), None, r"trainer\.epochs: must be positive, got 0 \(set trainer\.epochs"),
+    Case("batch-size-zero", ("data.batch_size=0",), None,
+         r"data\.batch_size: must be positive, got 0 \(set data\.batch_size to a value > 0\)"),
+    # data that is not there or not readable
+    Case("dataset-dir-missing", ("data=cifar10", "data.root=$tmp/no_such_dir", "data.download=false"), None,
+         r"data\.root: cifar10 not found or incomplete in \S+no_such_dir .*point data\.root at them, or set "
+         r"data\.download=true"),
+    Case("image-folder-missing", ("data=imagefolder", "data.root=$tmp/no_such_dir", "data.workers=0"), None,
+         r"data\.root: image folder \S+no_such_dir/train does not exist \(expected ROOT/train/<class>/"),
+    Case("image-folder-empty", ("data=imagefolder", "data.root=$tmp/images", "data.workers=0"), empty_image_folder,
+         r"data\.root: \S+images/train holds no class folders with images"),
+    Case("image-folder-unreadable", ("data=imagefolder", "data.root=$tmp/images", "data.workers=0",
+                                     "data.image_size=32", "data.resize=36"), garbage_image_folder,
+         r"data\.root: cannot read image \S+broken\.png .*remove or replace the file"),
+    # teacher and student weights that do not fit
+    Case("teacher-missing", (*MEAL_V1, teacher("fmnist_cnn", "$tmp/no_such_teacher.pt")), None,
+         r"teachers\.members\[0\]\.checkpoint: teacher file \S+no_such_teacher\.pt not found \(fix the path"),
+    Case("teacher-truncated", (*MEAL_V1, teacher("fmnist_cnn", "$tmp/teacher.pt")), truncated_teacher,
+         r"\S+teacher\.pt: cannot be read as a state dict .*the file may be truncated or corrupt"),
+    Case("teacher-other-arch", (*MEAL_V1, teacher("fmnist_cnn", "$tmp/mlp_weights.pt")), other_arch_teacher,
+         r"\S+mlp_weights\.pt: does not fit fmnist_cnn with 10 classes: missing keys .*another architecture"),
+    Case("teacher-other-classes", (*MEAL_V1, teacher("fmnist_cnn", "$tmp/five_classes.pt")), five_class_teacher,
+         r"\S+five_classes\.pt: does not fit fmnist_cnn with 10 classes: shape mismatch .*\(5, \d+\) in file vs "
+         r"\(10, \d+\) in model.*class count"),
+    Case("student-pretrained-misfit", ("student.pretrained=$tmp/mlp_weights.pt",), other_arch_teacher,
+         r"\S+mlp_weights\.pt: does not fit fmnist_tiny with 10 classes: .*another architecture"),
+    # run directories that must not be touched
+    Case("resume-other-config", (), run_with_other_config,
+         r"\S+/run: this run directory holds a run with a different config: optim\.lr \(was 0\.2, now 0\.1\); "
+         r"restart it with its original overrides \(\S+overrides\.yaml\)"),
+    Case("resume-truncated-checkpoint", (), run_with_truncated_checkpoint,
+         r"\S+last\.pt: checkpoint is corrupt or truncated .*move it away to start from scratch"),
+    pytest.param(
+        Case("cache-of-other-teachers",
+             ("method=kd", "method.soft_labels=cached", "method.cache_dir=$tmp/cache",
+              teacher("fmnist_cnn", "$tmp/teacher.pt")),
+             cache_of_other_teachers, r"method\.cache_dir: .*other teachers"),
+        marks=pytest.mark.skipif(_softlabels_missing(), reason="cached soft labels (meal.softlabels) not available"),
+        id="cache-of-other-teachers",
+    ),
+]
+
+
+def _case_of(row: Case | object) -> Case:
+    return row.values[0] if hasattr(row, "values") else row  # type: ignore[attr-defined]
+
+
+def _ids() -> list[str]:
+    return [_case_of(row).id for row in CASES]
+
+
+# ----------------------------------------------------------------------------------- running cases
+@dataclass
+class Outcome:
+    """What one case did: its process, the files before and after, and its folder."""
+
+    proc: subprocess.CompletedProcess[str]
+    before: dict[str, bytes]
+    after: dict[str, bytes]
+    folder: Path
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _launch(case: Case, folder: Path, env: dict[str, str]) -> Outcome:
+    before = _files(folder)
+    args = [Template(a).substitute(tmp=folder) for a in (*BASE, *case.args)]
+    proc = run_launch([*args, f"hydra.run.dir={folder}/run"], env, timeout=TIMEOUT_S)
+    return Outcome(proc, before, _files(folder), folder)
+
+
+class Catalogue:
+    """Starts every selected case on first use and hands out their outcomes."""
+
+    def __init__(self, cases: Sequence[Case], root: Path) -> None:
+        self.cases = {c.id: c for c in cases}
+        self.root = root
+        self.env = meal_environ(root / "env") | {"OMP_NUM_THREADS": "1"}
+        self.futures: dict[str, Future[Outcome]] = {}
+        self.lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(PARALLEL)
+
+    def _start(self) -> None:
+        for case in self.cases.values():  # build every fixture in this thread first (torch, Hydra state)
+            folder = self.root / case.id
+            folder.mkdir()
+            if case.setup_fn is not None:
+                case.setup_fn(folder)
+        for case in self.cases.values():
+            self.futures[case.id] = self.pool.submit(_launch, case, self.root / case.id, self.env)
+
+    def outcome(self, case_id: str) -> Outcome:
+        with self.lock:
+            if not self.futures:
+                self._start()
+        return self.futures[case_id].result()
+
+
+@pytest.fixture(scope="module")
+def catalogue(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Catalogue:
+    """The outcomes of the cases selected in this session (a -k filter launches only those)."""
+    selected = {item.callspec.params["case"].id for item in request.session.items
+                if item.module is request.module and hasattr(item, "callspec") and "case" in item.callspec.params}
+    cat = Catalogue([c for c in map(_case_of, CASES) if c.id in selected], tmp_path_factory.mktemp("catalogue"))
+    yield cat
+    cat.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def message_of(proc: subprocess.CompletedProcess[str]) -> str:
+    """The user-facing message: the single `error:` line, or Hydra's composition report."""
+    output = proc.stdout + proc.stderr
+    errors = [line for line in output.splitlines() if re.search(r"\berror: ", line)]
+    if errors:
+        assert len(errors) == 1, f"expected one error line, got {errors}"
+        return errors[0]
+    assert "HYDRA_FULL_ERROR" in proc.stderr, f"neither an error line nor a Hydra report:\n{output[-3000:]}"
+    return proc.stderr
+
+
+def _digest(files: dict[str, bytes]) -> dict[str, str]:
+    return {name: hashlib.sha256(data).hexdigest()[:12] for name, data in files.items()}
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids())
+def test_bad_input(case: Case, catalogue: Catalogue) -> None:
+    out = catalogue.outcome(case.id)
+    output = out.proc.stdout + out.proc.stderr
+    assert out.proc.returncode != 0, f"the run succeeded:\n{output[-3000:]}"
+    assert "Traceback" not in output, f"a traceback was printed:\n{output[-3000:]}"
+    message = message_of(out.proc)
+    assert re.search(case.expected_regex, message), f"message does not match {case.expected_regex!r}:\n{message}"
+    for name, data in out.before.items():
+        after = out.after.get(name)
+        assert after is not None, f"{name} was deleted"
+        if name.endswith(".log"):  # Hydra's job log is appended to, never rewritten
+            assert after.startswith(data), f"{name} was rewritten"
+        else:
+            assert after == data, f"{name} changed: {_digest({name: data})} -> {_digest({name: after})}"
