@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -41,10 +42,14 @@ def main(cfg: DictConfig) -> float:
 
 
 def run(cfg: DictConfig) -> float:
-    """Train the configured student and return its final top-1 (the sweep objective)."""
+    """Train the configured student and return its final top-1 (the sweep objective).
+
+    NaN when the run never evaluated (stopped by `trainer.max_steps` before its first epoch ended).
+    """
     register()
     result = train(cfg, Path(cfg.paths.output_dir))
-    return float(result["top1"])
+    top1 = result.get("top1")
+    return float(top1) if top1 is not None else math.nan
 
 
 def _train_teacher(cfg: DictConfig, member: Any, target: Path) -> None:

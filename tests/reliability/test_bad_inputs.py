@@ -261,13 +261,12 @@ class Catalogue:
         self.pool = ThreadPoolExecutor(PARALLEL)
 
     def _start(self) -> None:
-        for case in self.cases.values():  # build every fixture in this thread first (torch, Hydra state)
+        for case in self.cases.values():  # fixtures are built in this thread (torch, Hydra's global state)
             folder = self.root / case.id
             folder.mkdir()
             if case.setup_fn is not None:
                 case.setup_fn(folder)
-        for case in self.cases.values():
-            self.futures[case.id] = self.pool.submit(_launch, case, self.root / case.id, self.env)
+            self.futures[case.id] = self.pool.submit(_launch, case, folder, self.env)
 
     def outcome(self, case_id: str) -> Outcome:
         with self.lock:
