@@ -188,6 +188,8 @@ class Trainer:
         """One optimisation step; returns the logged scalars, or None when the step was skipped."""
         for optimizer in self._all_optimizers().values():
             optimizer.zero_grad(set_to_none=True)
+        if self.tcfg.channels_last and batch.x.dim() == 4:
+            batch = batch._replace(x=batch.x.contiguous(memory_format=torch.channels_last))
         with self._autocast():
             out = self.method.training_step(batch, self.state.global_step)
         loss = out.loss

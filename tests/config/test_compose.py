@@ -35,12 +35,37 @@ def _group_options() -> list[tuple[str, str]]:
 
 
 def _experiment_options() -> list:
-    found = [(group, option) for group in EXPERIMENT_GROUPS if (EXPERIMENTS / group).is_dir()
-             for option in _options(EXPERIMENTS / group)]
+    """Overrides for every experiment file: `group=option`, and for a nested group (group/sub/option.yaml)
+    `+group/sub=option`, after the group's option that sweeps over it, if there is one."""
+    found = []
+    for group in EXPERIMENT_GROUPS:
+        directory = EXPERIMENTS / group
+        if not directory.is_dir():
+            continue
+        top = _options(directory)
+        found += [[f"{group}={option}"] for option in top]
+        for sub in sorted(p for p in directory.iterdir() if p.is_dir()):
+            key = f"{group}/{sub.name}"
+            parents = [o for o in top if f"+{key}" in (directory / f"{o}.yaml").read_text()]
+            found += [[*(f"{group}={o}" for o in parents[:1]), f"+{key}={option}"] for option in _options(sub)]
     if not found:
         skip = pytest.mark.skip(reason="experiments/ holds no compositions yet")
-        return [pytest.param(None, None, marks=skip)]
-    return found
+        return [pytest.param([], marks=skip)]
+    return [pytest.param(overrides, id=" ".join(overrides)) for overrides in found]
+
+
+def _experiment_file(override: str) -> Path:
+    group, option = override.lstrip("+").split("=")
+    return EXPERIMENTS / group / f"{option}.yaml"
+
+
+def _leaves(node: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            out.update(_leaves(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
 
 
 def _method_implemented(name: str) -> bool:
@@ -83,10 +108,19 @@ def test_every_group_option_composes_and_validates(compose_cfg, group: str, opti
     validate(cfg)
 
 
-@pytest.mark.parametrize(("group", "option"), _experiment_options())
-def test_every_experiment_composes_and_validates(compose_cfg, group: str, option: str) -> None:
-    cfg = compose_cfg([f"{group}={option}"])
-    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+@pytest.mark.parametrize("overrides", _experiment_options())
+def test_every_experiment_composes_and_validates(compose_cfg, overrides: list[str]) -> None:
+    cfg = compose_cfg(overrides)
+    resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    # the experiment files' own values (later files win) are what the composed config holds
+    files = [OmegaConf.load(_experiment_file(o)) for o in overrides]
+    written = OmegaConf.to_container(OmegaConf.merge(*files))
+    for key in ("defaults", "hydra"):
+        written.pop(key, None)
+    for key, value in _leaves(written).items():
+        if isinstance(value, str) and "${" in value:
+            continue
+        assert OmegaConf.select(OmegaConf.create(resolved), key) == value, key
     if not _method_implemented(cfg.method.name):
         pytest.skip(f"meal.methods.{cfg.method.name} does not exist yet; composition checked only")
     validate(cfg)
@@ -186,8 +220,10 @@ def test_launch_prints_the_job_config() -> None:
     assert job["data"]["in_channels"] == 1
     assert job["student"]["arch"] == "fmnist_tiny"
     assert job["teachers"]["name"] == "fmnist_trio"
-    assert job["trainer"]["epochs"] == 8
-    assert job["experiment"] == "quickstart"
+    primary = OmegaConf.to_container(OmegaConf.load(CONF / "config.yaml"))  # its own values win
+    assert job["trainer"]["epochs"] == primary["trainer"]["epochs"]
+    assert job["experiment"] == primary["experiment"]
+    assert job["seed"] == primary["seed"]
 
 
 def test_launch_prints_the_defaults_tree() -> None:

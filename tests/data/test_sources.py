@@ -173,7 +173,7 @@ def test_fashion_mnist_from_the_debian_package(tmp_path: Path) -> None:
 
 @needs_fashion_mnist
 def test_build_data_on_fashion_mnist(tmp_path: Path) -> None:
-    cfg = data_cfg("fashion_mnist", "val_split=0.1")
+    cfg = data_cfg("fashion_mnist", "train_subset=null", "val_split=0.1")
     bundle = build_data(cfg, tmp_path, seed=0, device=CPU)
     assert (bundle.num_classes, bundle.in_channels, bundle.image_size) == (10, 1, 28)
     assert bundle.train.num_samples == 54000
