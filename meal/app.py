@@ -171,10 +171,10 @@ def train(cfg: DictConfig, run_dir: Path, job_type: str = "train") -> dict[str, 
                             group=run_group(cfg, run_dir), job_type=cfg.logger.job_type or job_type,
                             tags=[cfg.method.name, cfg.data.name], rank=dist.rank)
     extra: dict[str, Any] = {}
-    trainer = Trainer(cfg, method, data, run_dir, device, epochs, tracker=tracker, rank=dist.rank,
-                      world_size=dist.world_size, grad_sync=dist.grad_sync, extra_state=extra)
     exit_code = 1
     try:
+        trainer = Trainer(cfg, method, data, run_dir, device, epochs, tracker=tracker, rank=dist.rank,
+                          world_size=dist.world_size, grad_sync=dist.grad_sync, extra_state=extra)
         trainer.resume()
         if teachers and "teacher_eval" not in extra and dist.rank == 0:
             per_teacher, ensemble = evaluate_teachers([(t.name, t.model) for t in teachers], data.test)

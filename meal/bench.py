@@ -11,11 +11,13 @@ the trainer's own step function) of
 (c) ``cached``: the same method with ``soft_labels=cached`` (the cache is opened, or built, first;
     building is not timed).
 
-After `--warmup` steps of each, the modes take turns for `--rounds` rounds of `--steps` steps, so
-machine noise spreads over all three alike. Prints one JSON object: ``device``, ``ce_img_per_s``,
-``online_img_per_s``, ``cached_img_per_s``, ``cached_vs_ce``, ``online_vs_ce``, ``cached_vs_online``
-and the peak memory (CPU: the process's max RSS from ``resource``; CUDA:
-``torch.cuda.max_memory_allocated`` per mode), with the setting it was measured in.
+After `--warmup` untimed steps of each, the modes take turns every `--turn` steps (default: every
+step) until each has run `--steps` timed steps, so load from other processes falls on all three
+alike. A mode's images/s is the batch size over its median step time (the mean-based figure is
+reported beside it). Prints one JSON object: ``device``, ``ce_img_per_s``, ``online_img_per_s``,
+``cached_img_per_s``, ``cached_vs_ce``, ``online_vs_ce``, ``cached_vs_online`` and the peak memory
+(CPU: the process's max RSS from ``resource``; CUDA: ``torch.cuda.max_memory_allocated`` per mode),
+with the setting it was measured in.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ import argparse
 import copy
 import json
 import logging
+import math
 import platform
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -82,8 +86,8 @@ class Runner:
         self.trainer = Trainer(cfg, method, data, run_dir, device, epochs)
         self.trainer._set_learning_rates(0.0)
         self.stream = batches(data.train)
-        self.seconds = 0.0
-        self.images = 0
+        self.step_seconds: list[float] = []
+        self.step_images: list[int] = []
         self.peak_bytes = 0
         method.train()
 
@@ -92,27 +96,30 @@ class Runner:
             torch.cuda.synchronize(self.device)
 
     def run(self, steps: int, timed: bool) -> None:
-        """Run `steps` training steps, adding their time and images when `timed`."""
+        """Run `steps` training steps, recording each one's wall time and images when `timed`."""
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        self._sync()
-        started = time.perf_counter()
-        images = 0
         for _ in range(steps):
+            self._sync()
+            started = time.perf_counter()
             batch = next(self.stream)
             self.trainer._train_step(batch)
-            images += int(batch.y.shape[0])
-        self._sync()
-        if timed:
-            self.seconds += time.perf_counter() - started
-            self.images += images
+            self._sync()
+            if timed:
+                self.step_seconds.append(time.perf_counter() - started)
+                self.step_images.append(int(batch.y.shape[0]))
         if self.device.type == "cuda":
             self.peak_bytes = max(self.peak_bytes, torch.cuda.max_memory_allocated(self.device))
 
     @property
     def img_per_s(self) -> float:
-        """Timed images per second."""
-        return self.images / self.seconds if self.seconds > 0 else float("nan")
+        """Images per second of the median step (robust to other processes' bursts)."""
+        return statistics.median(i / s for i, s in zip(self.step_images, self.step_seconds))
+
+    @property
+    def img_per_s_mean(self) -> float:
+        """All timed images over all timed seconds."""
+        return sum(self.step_images) / sum(self.step_seconds)
 
 
 def _method_cfg(cfg: DictConfig, soft_labels: str) -> DictConfig:
@@ -122,7 +129,7 @@ def _method_cfg(cfg: DictConfig, soft_labels: str) -> DictConfig:
     return method_cfg
 
 
-def measure(cfg: DictConfig, steps: int, warmup: int, rounds: int, work_dir: Path) -> dict[str, Any]:
+def measure(cfg: DictConfig, steps: int, warmup: int, turn: int, work_dir: Path) -> dict[str, Any]:
     """Build the three modes and time them; returns the JSON-ready result."""
     if cfg.method.name not in DISTILLATION_METHODS:
         raise ConfigError("method", f"the benchmark compares distillation methods, got '{cfg.method.name}'",
@@ -151,9 +158,9 @@ def measure(cfg: DictConfig, steps: int, warmup: int, rounds: int, work_dir: Pat
     runners = [Runner(name, cfg, methods[name], data, work_dir / name, device, epochs) for name in MODES]
     for runner in runners:
         runner.run(warmup, timed=False)
-    for _ in range(rounds):
+    for _ in range(math.ceil(steps / turn)):
         for runner in runners:
-            runner.run(steps, timed=True)
+            runner.run(turn, timed=True)
     rate = {r.name: r.img_per_s for r in runners}
     cached = methods["cached"].soft_labels.cached
     result: dict[str, Any] = {
@@ -165,7 +172,7 @@ def measure(cfg: DictConfig, steps: int, warmup: int, rounds: int, work_dir: Pat
         "train_samples": data.train.num_samples,
         "augment": cfg.data.augment,
         "batch_size": int(cfg.data.batch_size),
-        "timed_steps": steps * rounds,
+        "timed_steps": len(runners[0].step_seconds),
         "warmup_steps": warmup,
         "threads": torch.get_num_threads(),
         "ce_img_per_s": round(rate["ce"], 2),
@@ -174,6 +181,8 @@ def measure(cfg: DictConfig, steps: int, warmup: int, rounds: int, work_dir: Pat
         "cached_vs_ce": round(rate["cached"] / rate["ce"], 4),
         "online_vs_ce": round(rate["online"] / rate["ce"], 4),
         "cached_vs_online": round(rate["cached"] / rate["online"], 4),
+        "statistic": "median step",
+        **{f"{r.name}_img_per_s_mean": round(r.img_per_s_mean, 2) for r in runners},
         "cache_dir": str(cached.path) if cached is not None else None,
         "cache_open_s": round(cache_seconds, 3),
     }
@@ -191,20 +200,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line, measure, and print the result."""
     parser = argparse.ArgumentParser(prog="python -m meal.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per mode and round")
+    parser.add_argument("--steps", type=int, default=60, help="timed steps per mode")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps per mode first")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds in which the modes take turns")
+    parser.add_argument("--turn", type=int, default=1, help="steps a mode runs before the next one takes over")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("overrides", nargs="*", help="hydra overrides, as for launch.py")
     args = parser.parse_args(argv)
-    if min(args.steps, args.rounds) <= 0 or args.warmup < 0:
-        raise ConfigError("--steps", "steps and rounds must be positive, warmup non-negative")
+    if min(args.steps, args.turn) <= 0 or args.warmup < 0:
+        raise ConfigError("--steps", "steps and turn must be positive, warmup non-negative")
     with tempfile.TemporaryDirectory(prefix="meal-bench-") as tmp:
         cfg = compose_config(args.overrides, Path(tmp) / "run")
         if args.threads:
             with open_dict(cfg):
                 cfg.trainer.threads = args.threads
-        result = measure(cfg, args.steps, args.warmup, args.rounds, Path(tmp))
+        result = measure(cfg, args.steps, args.warmup, args.turn, Path(tmp))
     if args.json:
         sys.stdout.write(json.dumps(result) + "\n")
         sys.stdout.flush()

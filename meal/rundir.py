@@ -8,12 +8,16 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from meal.engine.checkpoint import atomic_write_json, atomic_write_text
+from meal.engine.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text
 from meal.errors import MealError
 
 log = logging.getLogger(__name__)
 
 RESOLVED_CONFIG = "resolved_config.yaml"
+# Hydra rewrites these in <run_dir>/.hydra/ at every start, before the config check; a copy from the
+# last accepted start (in .hydra/accepted/) puts them back when a start is refused.
+HYDRA_RECORD = ("config.yaml", "hydra.yaml", "overrides.yaml")
+HYDRA_KEPT = "accepted"
 # Keys that may change between a run's starts without changing its results.
 RESTART_FREE_KEYS = (
     "paths", "logger", "cluster", "resources", "trainer.device", "trainer.progress", "trainer.log_every_steps",
@@ -61,6 +65,7 @@ def check_or_write_config(cfg: DictConfig, run_dir: Path) -> bool:
     """
     path = run_dir / RESOLVED_CONFIG
     current = comparable_config(cfg)
+    record = _hydra_record(run_dir)
     if path.exists():
         try:
             previous = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
@@ -72,14 +77,51 @@ def check_or_write_config(cfg: DictConfig, run_dir: Path) -> bool:
         diff = _differences(previous, current)
         if diff:
             shown = ", ".join(f"{k} (was {_get(previous, k)!r}, now {_get(current, k)!r})" for k in diff[:4])
+            overrides = _restore_hydra_record(record)
+            where = f" ({overrides})" if overrides else ""
             raise MealError(
                 f"{run_dir}: this run directory holds a run with a different config: {shown}; "
-                "restart it with its original overrides, or use a new directory (hydra.run.dir=...)"
+                f"restart it with its original overrides{where}, or use a new directory (hydra.run.dir=...)"
             )
+        _keep_hydra_record(record)
         return True
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(current)))
+    _keep_hydra_record(record)
     return False
+
+
+def _hydra_record(run_dir: Path) -> Path | None:
+    """The folder where Hydra recorded this start (config, overrides), when `run_dir` is Hydra's job folder."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    output_dir = OmegaConf.select(hydra_cfg, "runtime.output_dir")
+    if hydra_cfg.output_subdir is None or output_dir is None or Path(output_dir).resolve() != run_dir.resolve():
+        return None
+    return run_dir / str(hydra_cfg.output_subdir)
+
+
+def _keep_hydra_record(record: Path | None) -> None:
+    """Copy Hydra's record of an accepted start to <record>/accepted/."""
+    if record is None:
+        return
+    for name in HYDRA_RECORD:
+        if (record / name).is_file():
+            atomic_write_bytes(record / HYDRA_KEPT / name, (record / name).read_bytes())
+
+
+def _restore_hydra_record(record: Path | None) -> Path | None:
+    """Put back the record of the last accepted start over this refused one's; return its overrides file."""
+    if record is None or not (record / HYDRA_KEPT / "overrides.yaml").is_file():
+        return None
+    for name in HYDRA_RECORD:
+        kept = record / HYDRA_KEPT / name
+        if kept.is_file():
+            atomic_write_bytes(record / name, kept.read_bytes())
+    return record / "overrides.yaml"
 
 
 def _get(container: Any, dotted: str) -> Any:

@@ -50,12 +50,36 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> str:
-    """Serialise `state` with torch.save, write it atomically, and return its SHA-256."""
+    """Serialise `state` with torch.save, write it atomically, and return its SHA-256.
+
+    A failed write (full disk, quota, permissions) raises a :class:`CheckpointError`; the previous
+    file at `path` is left as it was.
+    """
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
-    atomic_write_bytes(path, data)
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        kept = f"the previous {path.name} is kept" if path.is_file() else f"no {path.name} was written"
+        raise CheckpointError(
+            f"{path}: cannot write the checkpoint ({exc.strerror or exc}); {kept} (free disk space or fix the "
+            "folder's permissions, then start the run again in the same directory to resume from it)"
+        ) from exc
     return hashlib.sha256(data).hexdigest()
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete the temporary files of atomic writes that a kill cut short in `directory`; return them.
+
+    Call only while no other process writes into `directory` (at the start of a run).
+    """
+    if not directory.is_dir():
+        return []
+    stale = sorted(directory.glob(".*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def file_sha256(path: Path) -> str:

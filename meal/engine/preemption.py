@@ -4,7 +4,10 @@ Slurm warns a job before preemption or timeout with a signal (SIGUSR2 under subm
 $SUBMITIT_PREEMPT_SIGNAL). The handler installed here only sets a flag; the training loop saves a
 full checkpoint at the next step boundary and then calls the previous handler, which (under
 submitit) requeues the job into the same run directory. SIGTERM and SIGINT are treated the same
-way, so Ctrl-C or `kill` also leave a resumable checkpoint.
+way, so Ctrl-C or `kill` also leave a resumable checkpoint, unless another Python handler owns
+them: submitit ignores SIGTERM, which Slurm sends just before its own signal when it preempts a
+job, so under submitit SIGTERM goes straight to submitit's handler and the job waits for the
+preemption signal that requeues it.
 """
 
 from __future__ import annotations
@@ -52,6 +55,10 @@ class PreemptionGuard:
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        previous = self._previous.get(signum)
+        if signum != preemption_signal() and _owned_elsewhere(previous):
+            previous(signum, frame)
+            return
         if self.signum is None:
             log.warning("received %s: saving a checkpoint at the next step boundary", signal.Signals(signum).name)
         self.signum = signum
@@ -64,3 +71,8 @@ class PreemptionGuard:
         if callable(previous):
             previous(signum, None)
         raise SystemExit(128 + (signum or 0))
+
+
+def _owned_elsewhere(handler: Any) -> bool:
+    """True for a handler installed by other Python code (submitit's), not Python's own Ctrl-C handler."""
+    return callable(handler) and handler is not signal.default_int_handler

@@ -62,15 +62,30 @@ def lr_multiplier(cfg: Any, total_epochs: int) -> Callable[[float], float]:
     return with_warmup(lambda e: 1.0)
 
 
+def fused_optimizer(cls: type[torch.optim.Optimizer], params: Iterable[torch.nn.Parameter],
+                    **kwargs: Any) -> torch.optim.Optimizer:
+    """`cls` with its fused kernel (one pass over all parameters) where this torch and device have one.
+
+    The fused kernels compute the same update as the default per-parameter loop, several times faster
+    for large parameter sets (e.g. MEAL's block discriminators); otherwise the default is used.
+    """
+    params = list(params)
+    try:
+        return cls(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):
+        return cls(params, **kwargs)
+
+
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Any, key: str = "optim") -> torch.optim.Optimizer:
     """SGD (momentum, Nesterov, weight decay) or AdamW from an optimizer config."""
     if cfg.lr <= 0:
         raise ConfigError(f"{key}.lr", f"must be positive, got {cfg.lr}")
     if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
-                               weight_decay=cfg.weight_decay)
+        return fused_optimizer(torch.optim.SGD, params, lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
     if cfg.name in ("adamw", "adam"):
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+        return fused_optimizer(torch.optim.AdamW, params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                               weight_decay=cfg.weight_decay)
     raise ConfigError(f"{key}.name", f"unknown optimizer '{cfg.name}'", f"choose one of: {', '.join(OPTIMIZERS)}")
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from meal.data import DataBundle
-from meal.engine.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from meal.engine.checkpoint import atomic_write_text, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from meal.engine.environment import rng_state, set_rng_state
 from meal.engine.evaluate import evaluate_model
 from meal.engine.preemption import PreemptionGuard
@@ -133,7 +133,11 @@ class Trainer:
         """Load ``checkpoints/last.pt`` when present; return whether the run resumed."""
         self._resume_checked = True
         path = self.ckpt_dir / "last.pt"
+        if self.rank == 0:
+            for tmp in remove_stale_temporaries(self.ckpt_dir):
+                log.info("removed %s, left by a checkpoint write that was cut short", tmp)
         if not path.exists():
+            self._truncate_metrics(0)
             return False
         ckpt = load_checkpoint(path, map_location=self.device)
         if ckpt.get("format") != CHECKPOINT_FORMAT:
@@ -162,11 +166,11 @@ class Trainer:
         return True
 
     def _truncate_metrics(self, global_step: int) -> None:
-        """Drop metric lines written after the checkpoint (they will be written again)."""
+        """Drop metric lines written after the checkpoint (they will be written again) and damaged ones."""
         if self.rank != 0 or not self.metrics_path.exists():
             return
         lines = self.metrics_path.read_text().splitlines()
-        kept = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= global_step]
+        kept = [ln for ln in lines if (step := _metric_step(ln)) is not None and step <= global_step]
         if len(kept) != len(lines):
             atomic_write_text(self.metrics_path, "".join(ln + "\n" for ln in kept))
 
@@ -314,9 +318,9 @@ class Trainer:
                 improved = "top1" in metrics and metrics["top1"] > s.best_top1
                 if improved:
                     s.best_top1 = metrics["top1"]
-                self.save()
-                if improved and self.tcfg.keep_best:
+                if improved and self.tcfg.keep_best:  # before last.pt: a resume from last.pt never skips it
                     self.save("best.pt")
+                self.save()
             return s
         finally:
             self.guard.uninstall()
@@ -342,8 +346,19 @@ class Trainer:
         log.warning("checkpoint saved at step %d after a termination signal", self.state.global_step)
         if self.tracker is not None:
             self.tracker.mark_preempting()
+            # The requeue stops every process of the job, W&B's service too: close the run before it.
+            self.tracker.finish(exit_code=128 + (self.guard.signum or 0))
         self.guard.hand_over()
         return True
+
+
+def _metric_step(line: str) -> int | None:
+    """The step of one metrics.jsonl line; None for a blank or damaged line (a write cut short)."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return int(row.get("step", 0)) if isinstance(row, dict) else None
 
 
 def images_per_second(state: TrainState) -> float:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from meal.engine.schedule import fused_optimizer
 from meal.methods.base import ExtraOptimizer
 from meal.methods.components import Discriminator, discriminator_loss, generator_loss
 
@@ -39,10 +40,11 @@ def discriminator_optimizer(cfg: Any, discriminators: nn.ModuleList) -> list[Ext
     if not params:
         return []
     if cfg.d_optim == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(params, lr=cfg.d_lr, momentum=cfg.d_momentum,
-                                                           weight_decay=cfg.d_weight_decay)
+        optimizer = fused_optimizer(torch.optim.SGD, params, lr=cfg.d_lr, momentum=cfg.d_momentum,
+                                    weight_decay=cfg.d_weight_decay)
     else:
-        optimizer = torch.optim.AdamW(params, lr=cfg.d_lr, betas=tuple(cfg.d_betas), weight_decay=cfg.d_weight_decay)
+        optimizer = fused_optimizer(torch.optim.AdamW, params, lr=cfg.d_lr, betas=tuple(cfg.d_betas),
+                                    weight_decay=cfg.d_weight_decay)
     return [ExtraOptimizer("discriminators", optimizer, float(cfg.d_lr),
                            follow_schedule=cfg.d_schedule == "student",
                            stepped_by_engine=cfg.adversarial != "alternating")]

@@ -24,8 +24,9 @@ SHOWN = 3
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+    """The exception's first line, up to its first sentence end."""
+    text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+    return text.split(". ", 1)[0].rstrip(".")
 
 
 def _shown(items: list[str]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 from collections.abc import Callable, Sequence
 
@@ -52,7 +53,7 @@ def count_parameters(module: nn.Module) -> int:
 
 def _check_positive(key: str, **values: int) -> None:
     for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ConfigError(key, f"{name} must be a positive integer, got {value!r}")
 
 

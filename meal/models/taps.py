@@ -77,7 +77,7 @@ def taps_key_for(arch_key: str) -> str:
 
 
 def _module_names_hint(net: nn.Module, limit: int = 12) -> str:
-    names = [name for name, _ in net.named_modules() if name and name.count(".") <= 1]
+    names = sorted((name for name, _ in net.named_modules() if name), key=lambda name: name.count("."))
     shown = ", ".join(names[:limit])
     more = f", ... ({len(names) - limit} more; see model.named_modules())" if len(names) > limit else ""
     return f"choose from: {shown}{more}"

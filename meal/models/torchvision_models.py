@@ -12,7 +12,6 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
-import torchvision
 from torch import nn
 
 from meal.errors import ConfigError
@@ -23,6 +22,8 @@ LIST_COMMAND = "python -c 'import torchvision; print(torchvision.models.list_mod
 
 def torchvision_names() -> list[str]:
     """Names of torchvision's classification models (without the ``torchvision.`` prefix)."""
+    import torchvision  # imported on first use: it doubles the start-up time of every run otherwise
+
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
@@ -87,7 +88,7 @@ def default_taps(name: str, net: nn.Module) -> list[str] | None:
     return None
 
 
-def _size_kwargs(name: str, image_size: int) -> dict[str, Any]:
+def _constructor_kwargs(name: str, image_size: int) -> dict[str, Any]:
     """Constructor arguments some families need: input size, no auxiliary heads."""
     if name.startswith("vit"):
         return {"image_size": image_size}
@@ -131,9 +132,11 @@ def build_torchvision(name: str, num_classes: int, in_channels: int, image_size:
         close = difflib.get_close_matches(name, names, n=3)
         suggestion = f"did you mean {', '.join(PREFIX + match for match in close)}? " if close else ""
         raise ConfigError(key, f"unknown torchvision model '{name}'", f"{suggestion}list them: {LIST_COMMAND}")
+    import torchvision
+
     try:
         net = torchvision.models.get_model(
-            name, weights=None, num_classes=num_classes, **_size_kwargs(name, image_size)
+            name, weights=None, num_classes=num_classes, **_constructor_kwargs(name, image_size)
         )
     except (ValueError, TypeError, RuntimeError, AssertionError) as exc:
         raise ConfigError(

@@ -9,6 +9,7 @@ never run during training.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -122,7 +123,7 @@ def open_or_build(teachers: Sequence[Teacher], data: Any, data_cfg: Any, method_
                          time.monotonic() - started, counts["computed"], counts["reused"])
     else:
         log.info("soft-label cache %s found", store.dir)
-    tensors = store.load()
+    tensors = store.load(mmap=not isinstance(loader, TensorLoader))  # in-memory datasets: read it whole
     if device is None:
         device = next((p.device for m in models for p in m.parameters()), torch.device("cpu"))
     store_device = None if isinstance(loader, TensorLoader) else torch.device("cpu")
@@ -130,6 +131,21 @@ def open_or_build(teachers: Sequence[Teacher], data: Any, data_cfg: Any, method_
     if spec.kind == "crops":
         loader.dataset.set_replay(tensors["boxes"], source.rows)
     return source
+
+
+def refuse_single_cache(root: Path, key: str) -> None:
+    """Refuse a cache root that is itself one cache (a key folder): caches of other runs would nest in it."""
+    manifest = root / CacheStore.MANIFEST
+    if not manifest.is_file():
+        return
+    try:
+        teachers = json.loads(manifest.read_text()).get("info", {}).get("teachers") or []
+    except (OSError, ValueError, AttributeError):
+        teachers = []
+    built_for = f" (built for teachers: {', '.join(map(str, teachers))})" if teachers else ""
+    raise ConfigError(key, f"{root} is one soft-label cache{built_for}, not a folder of caches",
+                      f"set {key} to the folder that holds it, {root.parent}: it keeps one cache per teacher set "
+                      "and data")
 
 
 class SoftLabels:
@@ -152,8 +168,10 @@ class SoftLabels:
         """
         if self.mode != "cached":
             return
-        root = self.method_cfg.cache_dir or cfg.paths.cache_dir
-        self.cached = open_or_build(self.teachers, data, cfg.data, self.method_cfg, Path(root), device, **build)
+        key = "method.cache_dir" if self.method_cfg.cache_dir else "paths.cache_dir"
+        root = Path(self.method_cfg.cache_dir or cfg.paths.cache_dir).expanduser()
+        refuse_single_cache(root, key)
+        self.cached = open_or_build(self.teachers, data, cfg.data, self.method_cfg, root, device, **build)
 
     def targets(self, batch: Batch, x: Tensor) -> SoftTargets:
         """Targets for a batch whose (possibly re-mixed) input is `x` (used online only)."""

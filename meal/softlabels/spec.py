@@ -108,7 +108,7 @@ def teacher_fingerprint(teacher: Teacher) -> dict[str, str]:
         h = hashlib.sha256()
         for name, tensor in sorted(teacher.model.state_dict().items()):
             h.update(name.encode())
-            h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         digest = "weights:" + h.hexdigest()
     return {"arch": arch, "sha256": digest}
 

@@ -219,6 +219,6 @@ class CacheStore:
         shutil.rmtree(self.chunks_dir, ignore_errors=True)
         return redone
 
-    def load(self) -> dict[str, torch.Tensor]:
-        """The cached tensors (memory-mapped, on the CPU)."""
-        return torch.load(self.data_path, map_location="cpu", weights_only=True, mmap=True)
+    def load(self, mmap: bool = True) -> dict[str, torch.Tensor]:
+        """The cached tensors on the CPU, memory-mapped from the file or read into memory."""
+        return torch.load(self.data_path, map_location="cpu", weights_only=True, mmap=mmap)

@@ -2,31 +2,64 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 # Override keys that name where a run goes, not what it is.
 _NOT_IN_NAME = ("hydra", "paths", "logger", "cluster", "resources", "seed")
 
 
-def _swept_overrides() -> list[str]:
+def _hydra_config() -> Any:
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        overrides = list(HydraConfig.get().overrides.task)
+        return HydraConfig.get()
     except (ImportError, ValueError):
+        return None
+
+
+def _sweep_keys(sweep_dir: Path) -> set[str] | None:
+    """The keys a multirun sweeps (``seed=0,1,2``, ``optim.lr=range(...)``, sweeper params), read from
+    the sweep's manifest.json; None when it cannot be read."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from meal.sweep_manifest import MANIFEST
+
+    try:
+        manifest = json.loads((sweep_dir / MANIFEST).read_text(encoding="utf-8"))
+        lines = [str(o) for o in manifest.get("overrides") or []]
+        lines += [f"{k}={v}" for k, v in (manifest.get("sweeper_params") or {}).items()]
+        parsed = OverridesParser.create().parse_overrides(lines)
+    except Exception as exc:  # a name is never worth failing a run for
+        log.debug("no sweep keys from %s: %s", sweep_dir / MANIFEST, exc)
+        return None
+    return {o.key_or_group for o in parsed if o.is_sweep_override()}
+
+
+def _swept_overrides() -> list[str]:
+    """The job's overrides that say what the run is: in a sweep, those of the swept keys only."""
+    hc = _hydra_config()
+    if hc is None:
         return []
+    overrides = list(hc.overrides.task)
+    swept = _sweep_keys(Path(hc.sweep.dir)) if str(hc.mode) == "RunMode.MULTIRUN" else None
     kept = []
     for item in overrides:
         key = item.lstrip("+~").split("=", 1)[0]
-        if key.split(".")[0].split("/")[0] not in _NOT_IN_NAME:
+        if key.split(".")[0].split("/")[0] in _NOT_IN_NAME:
+            continue
+        if swept is None or key.split("@")[0] in swept:
             kept.append(item.lstrip("+"))
     return kept
 
 
 def run_name(cfg: Any) -> str:
-    """method, student, teacher set, the overridden values and the seed, e.g.
-    ``meal_v1 fmnist_tiny<-fmnist_trio method.gamma=[0.5] s0``."""
+    """method, student, teacher set, the swept values (all overrides in a single run) and the seed,
+    e.g. ``meal_v1 fmnist_tiny<-fmnist_trio method.gamma=[0.5] s0``."""
     name = f"{cfg.method.name} {cfg.student.arch}"
     if cfg.teachers.members and cfg.method.name != "ce":
         name += f"<-{cfg.teachers.name}"
@@ -41,14 +74,7 @@ def run_group(cfg: Any, run_dir: Path) -> str:
     for a single run, the run's own experiment + directory name."""
     if cfg.logger.group:
         return str(cfg.logger.group)
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        hc = HydraConfig.get()
-        if str(hc.mode) == "RunMode.MULTIRUN":
-            return f"{cfg.experiment}/{Path(hc.sweep.dir).name}"
-    except (ImportError, ValueError):
-        pass
+    hc = _hydra_config()
+    if hc is not None and str(hc.mode) == "RunMode.MULTIRUN":
+        return f"{cfg.experiment}/{Path(hc.sweep.dir).name}"
     return f"{cfg.experiment}/{Path(run_dir).name}"
-
-

@@ -30,6 +30,8 @@ _CHUNK_HEADER = struct.Struct("<IHB")
 _BLOCK_SIZE = 32768
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 _INTERNAL_KEY = "_wandb"
+# Fields of the run record returned by read_wandb_run, under these names.
+_METADATA = {"project": "project", "run_group": "group", "display_name": "name", "job_type": "job_type"}
 
 
 def iter_records(path: Path) -> Iterator[Any]:
@@ -99,6 +101,7 @@ class _Segment:
     config_changes: list[tuple[list[str], Any, bool]] = field(default_factory=list)
     exit_code: int | None = None
     preempting: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def read_wandb_run(run_dir: Path, run_id: str | None = None) -> dict[str, Any]:
@@ -114,9 +117,9 @@ def read_wandb_run(run_dir: Path, run_id: str | None = None) -> dict[str, Any]:
         ``_step``, ``_runtime`` and ``_timestamp``; a later start that logs a step not above the last
         step already kept is ignored, as W&B itself does with steps that go back.
         ``summary`` and ``config``: the final values, nested keys as nested dicts, without W&B's
-        internal ``_wandb`` entry. ``run_id``. ``exit_code``: of the last start, ``None`` if it did
-        not finish. ``segments``: one dict per start (``path``, ``exit_code``, ``preempting``), oldest
-        first.
+        internal ``_wandb`` entry. ``run_id``. ``project``, ``group``, ``name``, ``job_type`` and
+        ``tags``: as the last start gave them. ``exit_code``: of the last start, ``None`` if it did not
+        finish. ``segments``: one dict per start (``path``, ``exit_code``, ``preempting``), oldest first.
 
     Raises:
         MealError: there is no ``.wandb`` file for the run under ``<run_dir>/wandb``.
@@ -149,11 +152,15 @@ def read_wandb_run(run_dir: Path, run_id: str | None = None) -> dict[str, Any]:
         _apply(config, segment.config_changes)
     summary.pop(_INTERNAL_KEY, None)
     config.pop(_INTERNAL_KEY, None)
+    metadata = {key: None for key in _METADATA.values()} | {"tags": []}
+    for segment in segments:
+        metadata |= segment.metadata
     return {
         "history": history,
         "summary": summary,
         "config": config,
         "run_id": run_id,
+        **metadata,
         "exit_code": segments[-1].exit_code,
         "segments": [
             {"path": str(s.path), "exit_code": s.exit_code, "preempting": s.preempting} for s in segments
@@ -169,6 +176,9 @@ def _read_segment(path: Path) -> _Segment:
         if kind == "run":
             run = record.run
             segment.run_id = run.run_id or segment.run_id
+            segment.metadata |= {key: getattr(run, field) for field, key in _METADATA.items() if getattr(run, field)}
+            if run.tags:
+                segment.metadata["tags"] = list(run.tags)
             if run.HasField("start_time"):
                 segment.start_time = run.start_time.seconds + run.start_time.nanos / 1e9
             segment.config_changes += _changes(run.config.update, run.config.remove)

@@ -25,7 +25,7 @@ def base_configs() -> dict[str, DictConfig]:
     GlobalHydra.instance().clear()
     configs = {}
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        for method in ("meal_v1", "ce"):
+        for method in ("meal_v1", "ce", "kd", "meal_v2"):
             configs[method] = compose("config", overrides=[f"method={method}"])
     GlobalHydra.instance().clear()
     return configs
@@ -48,9 +48,23 @@ def _fails(cfg: DictConfig, key: str) -> ConfigError:
     return info.value
 
 
-def test_defaults_are_valid(base_configs) -> None:
-    validate(base_configs["meal_v1"])
-    validate(base_configs["ce"])
+@pytest.mark.parametrize("method", ["meal_v1", "ce", "kd", "meal_v2"])
+def test_defaults_are_valid(base_configs, method: str) -> None:
+    validate(base_configs[method])
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.5])
+def test_kd_alpha_must_be_a_fraction(base_configs, alpha: float) -> None:
+    _fails(_with(base_configs["kd"], method__alpha=alpha), "method.alpha")
+    validate(_with(base_configs["kd"], method__alpha=0.0))
+    validate(_with(base_configs["kd"], method__alpha=1.0))
+
+
+def test_meal_v2_checks(base_configs) -> None:
+    _fails(_with(base_configs["meal_v2"], method__soft_labels="precomputed"), "method.soft_labels")
+    _fails(_with(base_configs["meal_v2"], method__adversarial="gan"), "method.adversarial")
+    _fails(_with(base_configs["meal_v2"], method__temperature=-1.0), "method.temperature")
+    validate(_with(base_configs["meal_v2"], method__soft_labels="cached"))
 
 
 @pytest.mark.parametrize("key", ["gamma", "eta", "out_dims"])
@@ -96,7 +110,7 @@ def test_unknown_choices_are_refused_and_known_ones_accepted(base_configs, key: 
         validate(_with(base_configs["meal_v1"], **{f"method__{key}": value}))
 
 
-def test_paper_choices_are_accepted(base_configs) -> None:
+def test_paper_choices_are_accepted() -> None:
     assert {"ce", "l1", "l2", "kl"} <= set(SIMILARITIES)
     assert {"avg", "max"} <= set(POOLS)
     assert {"random", "mean"} <= set(SELECTIONS)

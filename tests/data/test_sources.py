@@ -204,18 +204,27 @@ def test_fashion_mnist_falls_back_to_the_default_root(tmp_path: Path, no_debian_
     assert splits.train_y.tolist() == arrays["train_labels"].tolist()
 
 
-def test_missing_fashion_mnist_explains_how_to_get_it(tmp_path: Path, no_debian_fashion: Path) -> None:
-    partial = tmp_path / "partial"
+@pytest.mark.parametrize("with_root", [True, False])
+def test_missing_fashion_mnist_explains_how_to_get_it(tmp_path: Path, no_debian_fashion: Path,
+                                                      with_root: bool) -> None:
+    partial = tmp_path / "partial"  # three of the four files
     write_fake_fashion(partial)
     (partial / "t10k-labels-idx1-ubyte.gz").unlink()
+    root = partial if with_root else None
     with pytest.raises(DataError) as info:
-        load_fashion_mnist(partial, tmp_path / "default", download=False)
+        load_fashion_mnist(root, tmp_path / "default", download=False)
     message = str(info.value)
     assert message.startswith("data.root:")
     assert "dataset-fashion-mnist" in message
     assert "data.download" in message
-    for path in (partial, no_debian_fashion, tmp_path / "default"):
+    for path in (no_debian_fashion, tmp_path / "default", *([partial] if with_root else [])):
         assert str(path) in message
+
+
+def test_build_data_without_fashion_mnist_is_a_data_error(tmp_path: Path, no_debian_fashion: Path) -> None:
+    with pytest.raises(DataError, match="dataset-fashion-mnist") as info:
+        build_data(data_cfg("fashion_mnist"), tmp_path, seed=0, device=CPU)
+    assert str(tmp_path / "fashion_mnist") in str(info.value)  # data_dir/fashion_mnist is searched too
 
 
 def test_build_data_reads_generated_fashion_files(tmp_path: Path,

@@ -6,46 +6,44 @@ import pytest
 import torch
 
 from meal.errors import ConfigError
-from meal.models import build_model
+from meal.models import TappedModel, build_model
 
 
-def _tap_shapes(arch: str, in_channels: int, size: int, backward: bool = False) -> list[tuple[int, ...]]:
-    model = build_model(arch, num_classes=10, in_channels=in_channels, image_size=size)
+def _tap_shapes(model: TappedModel, in_channels: int, size: int, backward: bool = False) -> list[tuple[int, ...]]:
     if not backward:
         model.eval()
     with torch.set_grad_enabled(backward):
         outputs = model.forward_with_taps(torch.randn(2, in_channels, size, size))
     if backward:
         outputs[-1].sum().backward()
-        assert model.net.fc.weight.grad is not None
+        assert all(parameter.grad is not None for parameter in model.parameters())
     assert outputs[-1].shape == (2, 10)
     return [tuple(output.shape[1:]) for output in outputs[:-1]]
 
 
 def test_resnet18_taps_at_64px() -> None:
-    shapes = _tap_shapes("torchvision.resnet18", 3, 64, backward=True)
-    assert shapes == [(64, 16, 16), (128, 8, 8), (256, 4, 4), (512, 2, 2)]
     model = build_model("torchvision.resnet18", 10, 3, 64)
     assert model.tap_names == ["layer1", "layer2", "layer3", "layer4"]
     assert model.arch == "torchvision.resnet18"
+    shapes = _tap_shapes(model, 3, 64, backward=True)
+    assert shapes == [(64, 16, 16), (128, 8, 8), (256, 4, 4), (512, 2, 2)]
 
 
 def test_one_input_channel() -> None:
-    shapes = _tap_shapes("torchvision.resnet18", 1, 64)
-    assert shapes == [(64, 16, 16), (128, 8, 8), (256, 4, 4), (512, 2, 2)]
-    assert build_model("torchvision.resnet18", 10, 1, 64).net.conv1.in_channels == 1
+    model = build_model("torchvision.resnet18", 10, 1, 64)
+    assert model.net.conv1.in_channels == 1
+    assert _tap_shapes(model, 1, 64) == [(64, 16, 16), (128, 8, 8), (256, 4, 4), (512, 2, 2)]
 
 
 def test_densenet_default_taps() -> None:
     model = build_model("torchvision.densenet121", 10, 3, 64)
     assert model.tap_names == [f"features.denseblock{index}" for index in range(1, 5)]
-    shapes = _tap_shapes("torchvision.densenet121", 3, 64)
-    assert shapes == [(256, 16, 16), (512, 8, 8), (1024, 4, 4), (1024, 2, 2)]
+    assert _tap_shapes(model, 3, 64) == [(256, 16, 16), (512, 8, 8), (1024, 4, 4), (1024, 2, 2)]
 
 
 def test_mobilenet_default_taps_with_one_channel() -> None:
-    shapes = _tap_shapes("torchvision.mobilenet_v3_small", 1, 64)
-    assert shapes == [(16, 16, 16), (24, 8, 8), (48, 4, 4), (576, 2, 2)]
+    model = build_model("torchvision.mobilenet_v3_small", 10, 1, 64)
+    assert _tap_shapes(model, 1, 64) == [(16, 16, 16), (24, 8, 8), (48, 4, 4), (576, 2, 2)]
 
 
 @pytest.mark.parametrize(
@@ -53,7 +51,7 @@ def test_mobilenet_default_taps_with_one_channel() -> None:
     ["mobilenet_v2", "efficientnet_b0", "regnet_x_400mf", "shufflenet_v2_x0_5", "squeezenet1_1", "mnasnet0_5"],
 )
 def test_family_taps_are_four_successive_resolutions(name: str) -> None:
-    shapes = _tap_shapes(f"torchvision.{name}", 3, 128)
+    shapes = _tap_shapes(build_model(f"torchvision.{name}", 10, 3, 64), 3, 64)
     sizes = [shape[-1] for shape in shapes]
     assert len(shapes) == 4
     assert all(len(shape) == 3 for shape in shapes)

@@ -105,6 +105,7 @@ def run_with_other_config(tmp: Path) -> None:
         (run / folder).mkdir()
         (run / folder / "overrides.yaml").write_text("- optim.lr=0.2\n")
         (run / folder / "config.yaml").write_text("optim:\n  lr: 0.2\n")
+        (run / folder / "hydra.yaml").write_text("hydra:\n  mode: RUN\n")
     (run / "launch.log").write_text("[first start]\n")
     (run / "checkpoints").mkdir()
     torch.save({"format": "meal-checkpoint/1", "global_step": 3}, run / "checkpoints" / "last.pt")
@@ -120,15 +121,15 @@ def run_with_truncated_checkpoint(tmp: Path) -> None:
 
 
 def cache_of_other_teachers(tmp: Path) -> None:
-    """A soft-label cache folder built for other teachers, and the teacher file of this run."""
-    from meal.softlabels import open_or_build  # noqa: F401  (the cached path needs the package)
-
+    """A soft-label cache built (by a real run) for another teacher, moved to ``$tmp/other_cache``."""
     _save_state_dict(tmp / "other_teacher.pt", "fmnist_cnn")
     _save_state_dict(tmp / "teacher.pt", "fmnist_cnn")
-    other = run_launch([*BASE, "method=kd", "method.soft_labels=cached", f"method.cache_dir={tmp}/cache",
-                        teacher("fmnist_cnn", f"{tmp}/other_teacher.pt"), "trainer.max_steps=1",
-                        f"hydra.run.dir={tmp}/build"], meal_environ(tmp / "env"))
-    assert other.returncode == 0, other.stdout + other.stderr
+    built = run_launch([*BASE, "method=kd", "method.soft_labels=cached", f"method.cache_dir={tmp}/caches",
+                        teacher("fmnist_cnn", f"{tmp}/other_teacher.pt"), f"hydra.run.dir={tmp}/build"],
+                       meal_environ(tmp / "env") | {"OMP_NUM_THREADS": "1"}, timeout=TIMEOUT_S)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    (only,) = (tmp / "caches").iterdir()
+    only.rename(tmp / "other_cache")
 
 
 def _softlabels_missing() -> bool:
@@ -172,10 +173,12 @@ CASES: list[Case | object] = [
     Case("out-layer-length", (*MEAL_V1, "method.out_layer=[-2,-1]"), None,
          r"method\.out_dims: has 1 values but method\.out_layer has 2 \(give one value per selected block\)"),
     Case("out-layer-out-of-range", (*MEAL_V1, teacher("fmnist_cnn", "$tmp/teacher.pt"), "method.out_layer=[7]"),
-         good_teacher, r"method\.out_layer\[0\]: index 7 is out of range: fmnist_tiny has 5 block outputs .*\(use -5\.\.4\)"),
+         good_teacher,
+         r"method\.out_layer\[0\]: index 7 is out of range: fmnist_tiny has 5 block outputs .*\(use -5\.\.4\)"),
     # numbers that must be positive
     Case("lr-zero", ("optim.lr=0",), None, r"optim\.lr: must be positive, got 0\.0 \(set optim\.lr to a value > 0\)"),
-    Case("lr-negative", ("optim.lr=-0.1",), None, r"optim\.lr: must be positive, got -0\.1 \(set optim\.lr to a value > 0"),
+    Case("lr-negative", ("optim.lr=-0.1",), None,
+         r"optim\.lr: must be positive, got -0\.1 \(set optim\.lr to a value > 0"),
     Case("epochs-zero", ("trainer.epochs=0",), None, r"trainer\.epochs: must be positive, got 0 \(set trainer\.epochs"),
     Case("batch-size-zero", ("data.batch_size=0",), None,
          r"data\.batch_size: must be positive, got 0 \(set data\.batch_size to a value > 0\)"),
@@ -210,9 +213,11 @@ CASES: list[Case | object] = [
          r"\S+last\.pt: checkpoint is corrupt or truncated .*move it away to start from scratch"),
     pytest.param(
         Case("cache-of-other-teachers",
-             ("method=kd", "method.soft_labels=cached", "method.cache_dir=$tmp/cache",
+             ("method=kd", "method.soft_labels=cached", "method.cache_dir=$tmp/other_cache",
               teacher("fmnist_cnn", "$tmp/teacher.pt")),
-             cache_of_other_teachers, r"method\.cache_dir: .*other teachers"),
+             cache_of_other_teachers,
+             r"method\.cache_dir: \S+other_cache is one soft-label cache \(built for teachers: other_teacher\), not "
+             r"a folder of caches \(set method\.cache_dir to the folder that holds it"),
         marks=pytest.mark.skipif(_softlabels_missing(), reason="cached soft labels (meal.softlabels) not available"),
         id="cache-of-other-teachers",
     ),
