@@ -38,8 +38,22 @@ def main(cfg: DictConfig) -> float:
     try:
         return run(cfg)
     except MealError as exc:
-        log.error("error: %s", exc)
+        log.error("error: %s", _one_line(exc))
         raise SystemExit(2) from None
+
+
+def _one_line(exc: MealError) -> str:
+    """The message of a user error on one line.
+
+    An error raised in a DataLoader worker process reaches the main process re-raised with the
+    worker's traceback as its message; the traceback's last line holds the original message.
+    """
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else type(exc).__name__
+    prefix = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+    last = lines[-1]
+    return last[len(prefix):] if last.startswith(prefix) else " ".join(line.strip() for line in lines)
 
 
 def run(cfg: DictConfig) -> float:

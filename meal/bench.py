@@ -12,12 +12,13 @@ the trainer's own step function) of
     building is not timed).
 
 After `--warmup` untimed steps of each, the modes take turns every `--turn` steps (default: every
-step) until each has run `--steps` timed steps, so load from other processes falls on all three
-alike. A mode's images/s is the batch size over its median step time (the mean-based figure is
-reported beside it). Prints one JSON object: ``device``, ``ce_img_per_s``, ``online_img_per_s``,
-``cached_img_per_s``, ``cached_vs_ce``, ``online_vs_ce``, ``cached_vs_online`` and the peak memory
-(CPU: the process's max RSS from ``resource``; CUDA: ``torch.cuda.max_memory_allocated`` per mode),
-with the setting it was measured in.
+step), in an order that rotates each turn, until each has run `--steps` timed steps, so load from
+other processes and cache effects of the previous step fall on all three alike. A mode's images/s
+is the batch size over its median step time (the mean-based figure is reported beside it). Prints
+one JSON object: ``device``, ``ce_img_per_s``, ``online_img_per_s``, ``cached_img_per_s``,
+``cached_vs_ce``, ``online_vs_ce``, ``cached_vs_online`` and the peak memory (CPU: the process's
+max RSS from ``resource``; CUDA: ``torch.cuda.max_memory_allocated`` per mode), with the setting it
+was measured in.
 """
 
 from __future__ import annotations
@@ -158,8 +159,8 @@ def measure(cfg: DictConfig, steps: int, warmup: int, turn: int, work_dir: Path)
     runners = [Runner(name, cfg, methods[name], data, work_dir / name, device, epochs) for name in MODES]
     for runner in runners:
         runner.run(warmup, timed=False)
-    for _ in range(math.ceil(steps / turn)):
-        for runner in runners:
+    for i in range(math.ceil(steps / turn)):  # rotate the order: each mode follows each other one equally often
+        for runner in runners[i % len(runners):] + runners[: i % len(runners)]:
             runner.run(turn, timed=True)
     rate = {r.name: r.img_per_s for r in runners}
     cached = methods["cached"].soft_labels.cached

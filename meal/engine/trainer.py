@@ -223,9 +223,14 @@ class Trainer:
             return None
         kept = self.ckpt_dir / "last.pt"
         kept_msg = f"the last good checkpoint {kept} is kept" if kept.exists() else "no checkpoint was written yet"
+        if self.tcfg.nonfinite == "skip":
+            again = (f"restart the run in the same directory with a larger trainer.max_skipped_steps "
+                     f"({s.skipped_steps} skipped so far)")
+        else:
+            again = "restart the run in the same directory with trainer.nonfinite=skip to skip such steps"
         raise NonFiniteLossError(
-            f"loss became {value} at {where}; {kept_msg} (lower optim.lr, set trainer.grad_clip, "
-            f"or set trainer.nonfinite=skip to skip such steps; skipped so far: {s.skipped_steps})"
+            f"loss became {value} at {where}; {kept_msg} ({again}, or start a new run with a lower optim.lr "
+            "or with trainer.grad_clip set)"
         )
 
     def _log_step(self, logs: dict[str, float], lr: float, batch_size: int) -> None:

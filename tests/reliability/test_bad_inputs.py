@@ -37,7 +37,7 @@ BASE = [
 ]
 SHAPE = {"num_classes": 10, "in_channels": 3, "image_size": 32}
 MEAL_V1 = ["method=meal_v1", "teachers=none"]
-PARALLEL = 2
+PARALLEL = min(4, max(2, os.cpu_count() or 2))
 TIMEOUT_S = 300
 
 
@@ -193,6 +193,9 @@ CASES: list[Case | object] = [
     Case("image-folder-unreadable", ("data=imagefolder", "data.root=$tmp/images", "data.workers=0",
                                      "data.image_size=32", "data.resize=36"), garbage_image_folder,
          r"data\.root: cannot read image \S+broken\.png .*remove or replace the file"),
+    Case("image-folder-unreadable-in-worker", ("data=imagefolder", "data.root=$tmp/images", "data.workers=1",
+                                               "data.image_size=32", "data.resize=36"), garbage_image_folder,
+         r"error: data\.root: cannot read image \S+broken\.png .*remove or replace the file$"),
     # teacher and student weights that do not fit
     Case("teacher-missing", (*MEAL_V1, teacher("fmnist_cnn", "$tmp/no_such_teacher.pt")), None,
          r"teachers\.members\[0\]\.checkpoint: teacher file \S+no_such_teacher\.pt not found \(fix the path"),
@@ -312,6 +315,7 @@ def test_bad_input(case: Case, catalogue: Catalogue) -> None:
     assert out.proc.returncode != 0, f"the run succeeded:\n{output[-3000:]}"
     assert "Traceback" not in output, f"a traceback was printed:\n{output[-3000:]}"
     message = message_of(out.proc)
+    print(message)
     assert re.search(case.expected_regex, message), f"message does not match {case.expected_regex!r}:\n{message}"
     for name, data in out.before.items():
         after = out.after.get(name)
