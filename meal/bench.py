@@ -9,7 +9,11 @@ the trainer's own step function) of
 (a) ``ce``: the student with cross-entropy on the labels (``method=ce``);
 (b) ``online``: the configured distillation method (``meal_v2`` or ``kd``) running its teachers;
 (c) ``cached``: the same method with ``soft_labels=cached`` (the cache is opened, or built, first;
-    building is not timed).
+    building is not timed). ``method=meal_v1`` distils block outputs, which are not cached: it is timed
+    online and reported as ``meal_v1_img_per_s`` and ``meal_v1_vs_ce``.
+
+``--random-teachers`` builds the teachers with random weights: throughput does not depend on them, and
+no zoo checkpoints are needed (e.g. the published CIFAR settings on synthetic 32x32 data).
 
 After `--warmup` untimed steps of each, the modes take turns every `--turn` steps (default: every
 step), in an order that rotates each turn, until each has run `--steps` timed steps, so load from
@@ -52,7 +56,8 @@ from meal.softlabels.cli import build_pieces, compose_config, run_cli, setup_log
 log = logging.getLogger("meal.bench")
 
 MODES = ("ce", "online", "cached")
-DISTILLATION_METHODS = ("meal_v2", "kd")
+CACHED_METHODS = ("meal_v2", "kd")
+DISTILLATION_METHODS = (*CACHED_METHODS, "meal_v1")
 
 
 def device_name(device: torch.device) -> str:
@@ -130,12 +135,18 @@ def _method_cfg(cfg: DictConfig, soft_labels: str) -> DictConfig:
     return method_cfg
 
 
-def measure(cfg: DictConfig, steps: int, warmup: int, turn: int, work_dir: Path) -> dict[str, Any]:
-    """Build the three modes and time them; returns the JSON-ready result."""
+def measure(cfg: DictConfig, steps: int, warmup: int, turn: int, work_dir: Path,
+            random_teachers: bool = False) -> dict[str, Any]:
+    """Build the modes and time them; returns the JSON-ready result.
+
+    MEAL v1 distils block outputs, which cannot be cached: it is timed online only and reported as
+    ``meal_v1_img_per_s`` and ``meal_v1_vs_ce`` as well.
+    """
     if cfg.method.name not in DISTILLATION_METHODS:
         raise ConfigError("method", f"the benchmark compares distillation methods, got '{cfg.method.name}'",
                           f"choose one of: {', '.join(DISTILLATION_METHODS)}")
-    pieces = build_pieces(cfg)
+    pieces = build_pieces(cfg, random_teachers=random_teachers)
+    modes = MODES if cfg.method.name in CACHED_METHODS else MODES[:2]
     assert pieces.student is not None
     data, device, teachers = pieces.data, pieces.device, pieces.teachers
     epochs = resolve_epochs(cfg.trainer, cfg.schedule)
@@ -147,23 +158,25 @@ def measure(cfg: DictConfig, steps: int, warmup: int, turn: int, work_dir: Path)
         model.load_state_dict(initial)
         return model
 
+    online_cfg = _method_cfg(cfg, "online") if cfg.method.name in CACHED_METHODS else cfg.method
     methods: dict[str, Method] = {
         "ce": build_method(OmegaConf.structured(CEMethodConfig()), student(), [], classes, seed).to(device),
-        "online": build_method(_method_cfg(cfg, "online"), student(), teachers, classes, seed).to(device),
-        "cached": build_method(_method_cfg(cfg, "cached"), student(), teachers, classes, seed).to(device),
+        "online": build_method(online_cfg, student(), teachers, classes, seed).to(device),
     }
+    if "cached" in modes:
+        methods["cached"] = build_method(_method_cfg(cfg, "cached"), student(), teachers, classes, seed).to(device)
     started = time.monotonic()
     for method in methods.values():
         method.prepare(data, cfg)
     cache_seconds = time.monotonic() - started
-    runners = [Runner(name, cfg, methods[name], data, work_dir / name, device, epochs) for name in MODES]
+    runners = [Runner(name, cfg, methods[name], data, work_dir / name, device, epochs) for name in modes]
     for runner in runners:
         runner.run(warmup, timed=False)
     for i in range(math.ceil(steps / turn)):  # rotate the order: each mode follows each other one equally often
         for runner in runners[i % len(runners):] + runners[: i % len(runners)]:
             runner.run(turn, timed=True)
     rate = {r.name: r.img_per_s for r in runners}
-    cached = methods["cached"].soft_labels.cached
+    cached = methods["cached"].soft_labels.cached if "cached" in methods else None
     result: dict[str, Any] = {
         "device": device_name(device),
         "method": cfg.method.name,
@@ -178,15 +191,19 @@ def measure(cfg: DictConfig, steps: int, warmup: int, turn: int, work_dir: Path)
         "threads": torch.get_num_threads(),
         "ce_img_per_s": round(rate["ce"], 2),
         "online_img_per_s": round(rate["online"], 2),
-        "cached_img_per_s": round(rate["cached"], 2),
-        "cached_vs_ce": round(rate["cached"] / rate["ce"], 4),
+        "cached_img_per_s": round(rate["cached"], 2) if "cached" in rate else None,
+        "cached_vs_ce": round(rate["cached"] / rate["ce"], 4) if "cached" in rate else None,
         "online_vs_ce": round(rate["online"] / rate["ce"], 4),
-        "cached_vs_online": round(rate["cached"] / rate["online"], 4),
+        "cached_vs_online": round(rate["cached"] / rate["online"], 4) if "cached" in rate else None,
+        "random_teachers": random_teachers,
         "statistic": "median step",
         **{f"{r.name}_img_per_s_mean": round(r.img_per_s_mean, 2) for r in runners},
         "cache_dir": str(cached.path) if cached is not None else None,
         "cache_open_s": round(cache_seconds, 3),
     }
+    if cfg.method.name == "meal_v1":
+        result["meal_v1_img_per_s"] = result["online_img_per_s"]
+        result["meal_v1_vs_ce"] = result["online_vs_ce"]
     if device.type == "cuda":
         result["peak_memory_kind"] = "torch.cuda.max_memory_allocated"
         result["peak_memory_mb"] = round(max(r.peak_bytes for r in runners) / 2**20, 1)
@@ -205,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps per mode first")
     parser.add_argument("--turn", type=int, default=1, help="steps a mode runs before the next one takes over")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--random-teachers", action="store_true",
+                        help="teachers with random weights (speed only: no zoo checkpoints needed)")
     parser.add_argument("overrides", nargs="*", help="hydra overrides, as for launch.py")
     args = parser.parse_args(argv)
     if min(args.steps, args.turn) <= 0 or args.warmup < 0:
@@ -214,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.threads:
             with open_dict(cfg):
                 cfg.trainer.threads = args.threads
-        result = measure(cfg, args.steps, args.warmup, args.turn, Path(tmp))
+        result = measure(cfg, args.steps, args.warmup, args.turn, Path(tmp), args.random_teachers)
     if args.json:
         sys.stdout.write(json.dumps(result) + "\n")
         sys.stdout.flush()

@@ -43,5 +43,21 @@ def test_bench_prints_one_json_object(tmp_path: Path, meal_env: dict[str, str]) 
 
 
 def test_bench_refuses_a_method_without_soft_labels() -> None:
-    with pytest.raises(ConfigError, match="meal_v2"):
+    with pytest.raises(ConfigError, match="meal_v1"):
         bench.main(["--json", "method=ce", "teachers=none"])
+
+
+def test_bench_reports_meal_v1_against_ce_with_random_teachers(meal_env: dict[str, str]) -> None:
+    args = ["--json", "--steps", "2", "--warmup", "1", "--threads", "1", "--random-teachers",
+            "method=meal_v1_blockwise", "method.out_dims=[196,49,9,32,10]", "student=fmnist_tiny",
+            "teachers=fmnist_pair", "data=synthetic", "data.in_channels=1", "data.image_size=28", "data.train_size=64",
+            "data.test_size=16", "data.batch_size=16", "data.mean=[0.5]", "data.std=[0.25]", "trainer.progress=off"]
+    proc = subprocess.run([sys.executable, "-m", "meal.bench", *args], env=meal_env, cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["method"] == "meal_v1" and result["random_teachers"] is True
+    assert result["meal_v1_vs_ce"] == result["online_vs_ce"] > 0
+    assert result["meal_v1_img_per_s"] == result["online_img_per_s"] > 0
+    assert result["cached_img_per_s"] is None and result["cached_vs_ce"] is None
+    assert not list(Path(meal_env["MEAL_ZOO"]).glob("**/*.pt")), "random teachers need no zoo"

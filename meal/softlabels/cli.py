@@ -59,16 +59,19 @@ class RunPieces:
     teachers: list[Any]
 
 
-def build_pieces(cfg: DictConfig, student: bool = True) -> RunPieces:
+def build_pieces(cfg: DictConfig, student: bool = True, random_teachers: bool = False) -> RunPieces:
     """Validate `cfg` and build the device, data, (student) and teachers as ``meal.app.train`` does.
 
-    Missing zoo teachers are trained first when the teacher set allows it.
+    Missing zoo teachers are trained first when the teacher set allows it. `random_teachers` builds the
+    teacher architectures with random weights instead (for speed measurements only).
     """
     from meal.app import _build_student, _train_teacher
     from meal.config.validate import validate
     from meal.data import build_data
     from meal.engine.environment import configure_determinism, seed_everything, select_device
-    from meal.teachers import load_teachers
+    from meal.methods.base import Teacher
+    from meal.models import build_model
+    from meal.teachers import freeze, load_teachers, member_name
 
     validate(cfg)
     if cfg.trainer.threads:
@@ -78,7 +81,13 @@ def build_pieces(cfg: DictConfig, student: bool = True) -> RunPieces:
     device = select_device(cfg.trainer.device)
     data = build_data(cfg.data, Path(cfg.paths.data_dir), int(cfg.seed), device)
     model = _build_student(cfg, data, device) if student else None
-    teachers = load_teachers(cfg, data, device, lambda m, p: _train_teacher(cfg, m, p))
+    if random_teachers:
+        teachers = [Teacher(member_name(m), freeze(build_model(m.arch, data.num_classes, data.in_channels,
+                                                               data.image_size, key=f"teachers.members[{i}].arch")
+                                                   .to(device)))
+                    for i, m in enumerate(cfg.teachers.members)]
+    else:
+        teachers = load_teachers(cfg, data, device, lambda m, p: _train_teacher(cfg, m, p))
     return RunPieces(device, data, model, teachers)
 
 

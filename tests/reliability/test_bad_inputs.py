@@ -6,7 +6,7 @@ expression the message must match. The message is the ``error: ...`` line the en
 a user error, or, for mistakes caught while Hydra composes the config, Hydra's own short report.
 To add a case, add a row.
 
-All selected cases are launched together (two at a time) the first time a test needs a result.
+All selected cases are launched in parallel (PARALLEL at a time) the first time a test needs a result.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from string import Template
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from meal.models import build_model
 from meal.rundir import RESOLVED_CONFIG, comparable_config
@@ -98,8 +99,6 @@ def run_with_other_config(tmp: Path) -> None:
     run = tmp / "run"
     cfg = compose_config([*BASE, "optim.lr=0.2"], run)
     run.mkdir()
-    from omegaconf import OmegaConf
-
     (run / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(comparable_config(cfg))))
     for folder in (".hydra", ".hydra/accepted"):
         (run / folder).mkdir()
@@ -252,7 +251,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 def _launch(case: Case, folder: Path, env: dict[str, str]) -> Outcome:
     before = _files(folder)
-    args = [Template(a).substitute(tmp=folder) for a in (*BASE, *case.args)]
+    args = [Template(a).safe_substitute(tmp=folder) for a in (*BASE, *case.args)]
     proc = run_launch([*args, f"hydra.run.dir={folder}/run"], env, timeout=TIMEOUT_S)
     return Outcome(proc, before, _files(folder), folder)
 
@@ -266,19 +265,26 @@ class Catalogue:
         self.env = meal_environ(root / "env") | {"OMP_NUM_THREADS": "1"}
         self.futures: dict[str, Future[Outcome]] = {}
         self.lock = threading.Lock()
+        self.started = False
         self.pool = ThreadPoolExecutor(PARALLEL)
 
     def _start(self) -> None:
         for case in self.cases.values():  # fixtures are built in this thread (torch, Hydra's global state)
             folder = self.root / case.id
             folder.mkdir()
-            if case.setup_fn is not None:
-                case.setup_fn(folder)
+            try:
+                if case.setup_fn is not None:
+                    case.setup_fn(folder)
+            except Exception as exc:  # reported by the case's own test
+                self.futures[case.id] = failed = Future()
+                failed.set_exception(exc)
+                continue
             self.futures[case.id] = self.pool.submit(_launch, case, folder, self.env)
 
     def outcome(self, case_id: str) -> Outcome:
         with self.lock:
-            if not self.futures:
+            if not self.started:
+                self.started = True
                 self._start()
         return self.futures[case_id].result()
 
@@ -287,7 +293,8 @@ class Catalogue:
 def catalogue(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Catalogue:
     """The outcomes of the cases selected in this session (a -k filter launches only those)."""
     selected = {item.callspec.params["case"].id for item in request.session.items
-                if item.module is request.module and hasattr(item, "callspec") and "case" in item.callspec.params}
+                if item.module is request.module and hasattr(item, "callspec") and "case" in item.callspec.params
+                and not any(mark.args and mark.args[0] for mark in item.iter_markers("skipif"))}
     cat = Catalogue([c for c in map(_case_of, CASES) if c.id in selected], tmp_path_factory.mktemp("catalogue"))
     yield cat
     cat.pool.shutdown(wait=True, cancel_futures=True)

@@ -37,7 +37,7 @@ STEPS_PER_EPOCH = 4
 
 
 @pytest.fixture(autouse=True)
-def _quiet_wandb(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No W&B credentials or settings of the machine reach these runs."""
     for key in list(os.environ):
         if key.startswith("WANDB_"):

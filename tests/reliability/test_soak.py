@@ -89,13 +89,14 @@ def _wait_for(condition: Callable[[], bool], proc: subprocess.Popen, timeout: fl
     return False
 
 
-def _wait_for_writes(path: Path, count: int, proc: subprocess.Popen) -> tuple[float, float]:
-    """Wait until `path` has been written `count` more times.
+def _wait_for_writes(path: Path, count: int, proc: subprocess.Popen,
+                     timeout: float = START_TIMEOUT_S) -> tuple[float, float]:
+    """Wait until `path` has been written `count` more times (or `timeout` seconds have passed).
 
     Returns the seconds until the first of these writes and between the last two.
     """
     seen, previous, times = 0, _stamp(path), [time.monotonic()]
-    deadline = times[0] + START_TIMEOUT_S
+    deadline = times[0] + timeout
     while seen < count and proc.poll() is None and time.monotonic() < deadline:
         stamp = _stamp(path)
         if stamp is not None and stamp != previous:
@@ -161,15 +162,15 @@ def test_killed_and_restarted_run_equals_uninterrupted_run(tmp_path: Path, meal_
         with open(tmp_path / f"start{start}.log", "w") as log:
             proc = subprocess.Popen([sys.executable, str(REPO / "launch.py"), *_args(zoo, run_dir)], env=env,
                                     cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-            if mode == "startup":  # anywhere: imports, data, teachers, the first steps
-                _wait_for(lambda: False, proc, rng.uniform(0.2, 1.2) * start_s, 0.01)
+            if mode == "startup":  # anywhere: imports, data, teachers, at the latest after three steps
+                _wait_for_writes(last, 3, proc, timeout=rng.uniform(0.2, 1.2) * start_s)
             elif mode in ("random", "mid-write"):  # after a few steps of this start (one checkpoint each)
                 first_s, step_s = _wait_for_writes(last, rng.randint(2, 8), proc)
                 start_s = first_s if start == 0 else start_s
                 if mode == "random":
                     _wait_for(lambda: False, proc, rng.uniform(0.0, step_s), 0.001)
-                else:  # the next checkpoint's temporary file, which exists only while it is written
-                    _wait_for(lambda: bool(_temporaries(ckpt_dir)), proc, 3 * step_s, 0.0005)
+                else:  # the next checkpoint's temporary file, which exists only while it is written (busy poll)
+                    _wait_for(lambda: bool(_temporaries(ckpt_dir)), proc, 3 * step_s, 0.0)
             if mode != "none" and proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
             code = proc.wait(timeout=START_TIMEOUT_S)

@@ -133,8 +133,10 @@ def _poll(condition: Callable[[], bool], what: str, sweep: Sweep, timeout: float
 
 
 def _epochs(run_dir: Path) -> list[dict]:
+    """The complete lines of metrics.jsonl (the job may be writing the next one)."""
     path = run_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    lines = path.read_text().split("\n")[:-1] if path.exists() else []
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def test_sweep_runs_as_job_array_and_reports(tmp_path: Path, slurm_env: dict[str, str],
@@ -210,7 +212,7 @@ def _job_lr(job: Path) -> float:
 def test_preempted_job_is_requeued_and_resumes_from_the_signal(tmp_path: Path, slurm_env: dict[str, str],
                                                                sweeps: list[Sweep], signals: tuple[str, ...]) -> None:
     """USR2 is what Slurm sends `signal_delay_s` before the time limit; a preemption sends SIGTERM first."""
-    epochs, steps_per_epoch = 4, 32  # 4000 images, batch 128
+    epochs, steps_per_epoch = 6, 32  # 4000 images, batch 128
     total = epochs * steps_per_epoch
     sweep_dir = tmp_path / "preempt"
     sweep = _start(sweeps, sweep_dir, [*SLURM_ARGS, "experiment=slurm_preempt", "data.train_subset=4000",
@@ -224,7 +226,7 @@ def test_preempted_job_is_requeued_and_resumes_from_the_signal(tmp_path: Path, s
     # scancel --signal sends to the job steps (srun runs the training process as one), not the batch shell.
     for sig in signals:
         if sig != signals[0]:
-            time.sleep(1.0)  # many steps: SIGTERM alone must neither stop the job nor save
+            time.sleep(1.0)  # a preemption: SIGTERM, then the signal; the job must train on in between
         subprocess.run(["scancel", f"--signal={sig}", job_id], check=True)
     signalled = datetime.now()
     assert len(_epochs(run_dir)) < epochs, "signalled mid-training"
@@ -242,14 +244,14 @@ def test_preempted_job_is_requeued_and_resumes_from_the_signal(tmp_path: Path, s
     path, epoch, resumed_step, of = resumed[0]
     assert Path(path) == run_dir / "checkpoints" / "last.pt"
     assert steps_per_epoch < step < total, "saved mid-training, after epoch 1"
-    assert (int(resumed_step), int(epoch), int(of)) == (step, step // steps_per_epoch + 1, total)
+    done_before = (step - 1) // steps_per_epoch  # epochs recorded before the signal (S may end an epoch)
+    assert (int(resumed_step), int(epoch), int(of)) == (step, done_before + 1, total)
     print(f"{'+'.join(signals)}: checkpoint at step {step}; the requeued job started again "
           f"{(starts[1] - signalled).total_seconds():.1f} s after the signal")
 
     # Every epoch ran once: epoch lines before the restart are those finished before the signal.
     first, second = log.split("resumed from", 1)
     epoch_line = re.compile(rf"\[meal\.engine\.trainer\]\[INFO\] - epoch (\d+)/{epochs} ")
-    done_before = step // steps_per_epoch
     assert [int(e) for e in epoch_line.findall(first)] == list(range(1, done_before + 1))
     assert [int(e) for e in epoch_line.findall(second)] == list(range(done_before + 1, epochs + 1))
     metrics = _epochs(run_dir)
@@ -311,7 +313,7 @@ def test_timeout_requeues_are_bounded_by_max_num_timeout(tmp_path: Path, slurm_e
     _wait_ok(again)
     (new_id,) = [i for i in again.job_ids() if i != job_id]
     log = (sweep_dir / ".submitit" / new_id / f"{new_id}_0_log.out").read_text()
-    assert f"epoch {saved[1] // steps_per_epoch + 1}, step {saved[1]} of {epochs * steps_per_epoch}" in log
+    assert f"epoch {(saved[1] - 1) // steps_per_epoch + 1}, step {saved[1]} of {epochs * steps_per_epoch}" in log
     assert [m["epoch"] for m in _epochs(run_dir)] == list(range(1, epochs + 1))
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "completed" and result["wandb_id"] == wandb_id
