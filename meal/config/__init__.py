@@ -14,5 +14,7 @@ def register() -> None:
         OmegaConf.register_new_resolver("meal.mul", lambda a, b: a * b)
     if not OmegaConf.has_resolver("meal.none_if_zero"):
         OmegaConf.register_new_resolver("meal.none_if_zero", lambda v: v if v else None)
+    if not OmegaConf.has_resolver("meal.first"):
+        OmegaConf.register_new_resolver("meal.first", lambda *values: next((v for v in values if v), None))
     if not OmegaConf.has_resolver("meal.join"):
         OmegaConf.register_new_resolver("meal.join", lambda items, sep="-": sep.join(str(i) for i in items))

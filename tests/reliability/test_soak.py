@@ -189,6 +189,8 @@ def test_killed_and_restarted_run_equals_uninterrupted_run(tmp_path: Path, meal_
     assert len(kills) >= KILLS, f"only {len(kills)} kills:\n{summary}"
     assert _mid_write(kills) >= KILLS_MID_WRITE, f"too few kills during a checkpoint write:\n{summary}"
     assert not _temporaries(ckpt_dir), "temporary files of cut-short writes are removed on restart"
+    hydra = run_dir / ".hydra"
+    assert (hydra / "accepted" / "overrides.yaml").read_bytes() == (hydra / "overrides.yaml").read_bytes()
 
     assert _result(run_dir) == _result(reference)
     assert _metrics(run_dir) == _metrics(reference)
