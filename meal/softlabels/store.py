@@ -20,9 +20,7 @@ import contextlib
 import fcntl
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +28,7 @@ from typing import Any
 
 import torch
 
-from meal.engine.checkpoint import atomic_write_json, file_sha256
+from meal.engine.checkpoint import atomic_write, atomic_write_json, file_sha256
 from meal.softlabels.spec import CacheSpec
 
 log = logging.getLogger(__name__)
@@ -39,18 +37,8 @@ ChunkFn = Callable[[int, int], dict[str, torch.Tensor]]
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
-    """torch.save `obj` to a temporary file beside `path`, fsync it and rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save `obj` straight into an atomic write of `path` (no copy of it in memory)."""
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def chunk_plan(num_samples: int, chunk_samples: int) -> list[tuple[int, int]]:
