@@ -151,6 +151,7 @@ class MealV2MethodConfig(MethodConfig, AdversarialConfig, SoftLabelConfig):
 
     name: str = "meal_v2"
     temperature: float = 1.0
+    eta: float = 1.0
     loss: str = "ce"
     K: int = 8
     d_min_hidden: int = 4

@@ -221,3 +221,19 @@ def test_cached_run_through_the_app_reuses_the_cache(tmp_path: Path) -> None:
     assert len(keys) == 1 and (keys[0] / "COMPLETE").exists()
     manifest = json.loads((keys[0] / "manifest.json").read_text())
     assert manifest["slots"] == 2 and manifest["num_samples"] == 48 and len(manifest["inputs"]["teachers"]) == 2
+
+
+@pytest.mark.parametrize("mode", ["grl", "joint"])
+def test_eta_weights_the_adversarial_term(mode: str) -> None:
+    teachers = toy_teachers((1, 2, 3))
+    batch = a_batch()
+    parts = {}
+    for eta in (1.0, 0.25):
+        method = MealV2(method_cfg(adversarial=mode, eta=eta), student(), teachers, 10)
+        method.train()
+        out = method.training_step(batch, 0)
+        parts[eta] = (out.loss.detach(), torch.tensor(out.logs["kd_loss"]))
+    adv_full = parts[1.0][0] - parts[1.0][1]
+    adv_quarter = parts[0.25][0] - parts[0.25][1]
+    assert float(adv_full) > 0
+    torch.testing.assert_close(adv_quarter, 0.25 * adv_full, atol=1e-5, rtol=1e-4)
