@@ -26,7 +26,7 @@ from meal.errors import ConfigError, MealError
 from meal.methods import build_method, method_class
 from meal.models import build_model, count_parameters
 from meal.rundir import check_or_write_config, write_result
-from meal.teachers import export_to_zoo, load_teachers, member_name, zoo_entry
+from meal.teachers import export_to_zoo, load_teachers, zoo_entry
 from meal.tracking import build_tracker
 from meal.tracking.naming import run_group, run_name
 
@@ -222,4 +222,4 @@ def train(cfg: DictConfig, run_dir: Path, job_type: str = "train") -> dict[str, 
         distributed.teardown(dist)
 
 
-__all__ = ["main", "member_name", "run", "train"]
+__all__ = ["main", "run", "train"]

@@ -117,8 +117,8 @@ class MealV2(Method):
             targets = targets.mix(*mix)
         kd = self.distillation_loss(logits, targets.probs)
         d_opt = self._extras[0].optimizer if self._extras else None
-        adv, logs = adversarial_loss(self.cfg.adversarial, self.discriminators, [logits], [targets.logits], [float(self.cfg.eta)],
-                                     d_opt)
+        adv, logs = adversarial_loss(self.cfg.adversarial, self.discriminators, [logits], [targets.logits],
+                                     [float(self.cfg.eta)], d_opt)
         return StepOutput(kd + adv, {"kd_loss": float(kd.detach()), **logs})
 
     def method_state(self) -> dict[str, Any]:
