@@ -22,6 +22,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from meal.tracking.naming import group_name
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
@@ -53,10 +55,7 @@ def code_root() -> Path:
 def sweep_wandb_group(config: DictConfig) -> str:
     """The W&B group of the sweep's runs, as meal.tracking.naming.run_group gives it in a sweep job:
     `logger.group` if set, else ``<experiment>/<name of hydra.sweep.dir>``."""
-    group = OmegaConf.select(config, "logger.group")
-    if group:
-        return str(group)
-    return f"{config.experiment}/{Path(str(config.hydra.sweep.dir)).name}"
+    return group_name(OmegaConf.select(config, "logger.group"), config.experiment, config.hydra.sweep.dir)
 
 
 def build_manifest(config: DictConfig) -> dict[str, Any]:

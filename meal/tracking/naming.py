@@ -69,12 +69,16 @@ def run_name(cfg: Any) -> str:
     return f"{name} s{cfg.seed}"
 
 
+def group_name(logger_group: str | None, experiment: str, directory: str | Path) -> str:
+    """`logger.group` if set, else ``<experiment>/<name of directory>`` (the sweep's, or the run's own)."""
+    if logger_group:
+        return str(logger_group)
+    return f"{experiment}/{Path(str(directory)).name}"
+
+
 def run_group(cfg: Any, run_dir: Path) -> str:
     """The W&B group: `logger.group` if set; for a sweep job, experiment + sweep directory name;
     for a single run, the run's own experiment + directory name."""
-    if cfg.logger.group:
-        return str(cfg.logger.group)
     hc = _hydra_config()
-    if hc is not None and str(hc.mode) == "RunMode.MULTIRUN":
-        return f"{cfg.experiment}/{Path(hc.sweep.dir).name}"
-    return f"{cfg.experiment}/{Path(run_dir).name}"
+    in_sweep = hc is not None and str(hc.mode) == "RunMode.MULTIRUN"
+    return group_name(cfg.logger.group, cfg.experiment, hc.sweep.dir if in_sweep else run_dir)
