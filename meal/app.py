@@ -17,7 +17,7 @@ from meal.config.schema import CEMethodConfig, TeachersConfig
 from meal.config.validate import validate
 from meal.data import DataBundle, build_data
 from meal.engine import distributed
-from meal.engine.acceleration import to_channels_last, try_compile
+from meal.engine.acceleration import accelerate
 from meal.engine.environment import configure_determinism, seed_everything, select_device
 from meal.engine.evaluate import evaluate_teachers
 from meal.engine.schedule import resolve_epochs
@@ -147,15 +147,6 @@ def _build_student(cfg: DictConfig, data: DataBundle, device: torch.device) -> t
                        taps=list(s.taps) if s.taps else None, key="student.arch").to(device)
 
 
-def _accelerate(cfg: DictConfig, student: torch.nn.Module, teachers: list) -> None:
-    models = [student, *(t.model for t in teachers)]
-    if cfg.trainer.channels_last:
-        to_channels_last(models)
-    if cfg.trainer.compile:
-        for name, model in [("student", student), *((t.name, t.model) for t in teachers)]:
-            try_compile(model, name)
-
-
 def train(cfg: DictConfig, run_dir: Path, job_type: str = "train") -> dict[str, Any]:
     """Run one training job in `run_dir` (resuming it when it holds a checkpoint)."""
     started = time.monotonic()
@@ -175,7 +166,7 @@ def train(cfg: DictConfig, run_dir: Path, job_type: str = "train") -> dict[str, 
     teachers = load_teachers(cfg, data, device, lambda m, p: _train_teacher(cfg, m, p)) if uses_teachers else []
     method = build_method(cfg.method, student, teachers, data.num_classes, int(cfg.seed)).to(device)
     method.prepare(data, cfg)
-    _accelerate(cfg, student, teachers)
+    accelerate(cfg.trainer, student, [(t.name, t.model) for t in teachers], device)
     if dist.world_size > 1:
         seed_everything(int(cfg.seed) * 1000 + dist.rank)  # per-rank streams for dropout and the like
     epochs = resolve_epochs(cfg.trainer, cfg.schedule)

@@ -22,13 +22,26 @@ is the batch size over its median step time (the mean-based figure is reported b
 one JSON object: ``device``, ``ce_img_per_s``, ``online_img_per_s``, ``cached_img_per_s``,
 ``cached_vs_ce``, ``online_vs_ce``, ``cached_vs_online`` and the peak memory (CPU: the process's
 max RSS from ``resource``; CUDA: ``torch.cuda.max_memory_allocated`` per mode), with the setting it
-was measured in.
+was measured in. The trainer's speed settings (``trainer.channels_last``, ``trainer.teacher_precision``,
+``trainer.compile``) are applied to the models as in a training run, and reported.
+
+``--profile DIR`` profiles a few more steps of each mode after the timed ones: operator tables in DIR,
+and per mode the step's wall time and, on CUDA, how busy the device was (see :func:`profile_modes`).
+
+``--regimes fp32_eager,fast`` measures the same setting in each named regime in turn (a regime is a set
+of overrides, see ``REGIMES``; the user's overrides win over a regime's for the same key), each with its
+own freshly built pieces, with the regime's ``trainer.channels_last``, ``trainer.teacher_precision`` and
+``trainer.compile`` applied to the models as a training run applies them. Prints one JSON object: the
+setting, ``regimes`` (name: that regime's result as above, plus ``overrides``, ``autocast``,
+``student_channels_last``, ``student_compiled``, ``teacher_dtype``) and ``speedup`` (mode: fast img/s over
+fp32_eager img/s; null unless both regimes were measured).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import logging
 import math
@@ -47,10 +60,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from meal.config.schema import CEMethodConfig
 from meal.data import Batch
+from meal.engine.acceleration import accelerate, resolve_precision
 from meal.engine.schedule import resolve_epochs
 from meal.engine.trainer import Trainer
 from meal.errors import ConfigError
 from meal.methods import Method, build_method
+from meal.methods.components.frozen import weight_dtype
 from meal.softlabels.cli import build_pieces, compose_config, run_cli, setup_logging
 
 log = logging.getLogger("meal.bench")
@@ -58,6 +73,20 @@ log = logging.getLogger("meal.bench")
 MODES = ("ce", "online", "cached")
 CACHED_METHODS = ("meal_v2", "kd")
 DISTILLATION_METHODS = (*CACHED_METHODS, "meal_v1")
+
+# Named sets of overrides (--regimes). fp32_eager: the published code's regime (fp32 everywhere, eager,
+# images in CPU memory, augmented on the CPU per batch); fast: every speed setting of the trainer.
+REGIMES: dict[str, tuple[str, ...]] = {
+    "fp32_eager": ("trainer.precision=fp32", "trainer.teacher_precision=fp32", "trainer.channels_last=false",
+                   "trainer.compile=false", "data.on_device=false"),
+    "fast": ("trainer.precision=auto", "trainer.teacher_precision=auto", "trainer.channels_last=true",
+             "trainer.compile=true", "data.on_device=true"),
+}
+BASELINE, FAST = "fp32_eager", "fast"
+PROFILE_STEPS, PROFILE_ROWS = 10, 30
+# Fields of a result that describe the setting, the same in every regime.
+SETTING_KEYS = ("device", "method", "student", "teachers", "dataset", "train_samples", "augment", "batch_size",
+                "timed_steps", "warmup_steps", "threads", "random_teachers", "statistic")
 
 
 def device_name(device: torch.device) -> str:
@@ -128,6 +157,81 @@ class Runner:
         return sum(self.step_images) / sum(self.step_seconds)
 
 
+def override_key(override: str) -> str:
+    """The config key a Hydra override sets: the text before the first ``=``, without ``+``, ``++`` or ``~``."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def merge_overrides(base: Sequence[str], extra: Sequence[str]) -> list[str]:
+    """`base` without the keys that `extra` sets, then `extra`: the later list wins, each list's order kept.
+
+    Hydra refuses one key twice in an override list, so a key set in both keeps only `extra`'s override.
+    """
+    keys = {override_key(o) for o in extra}
+    return [o for o in base if override_key(o) not in keys] + list(extra)
+
+
+def parse_regimes(text: str) -> list[str]:
+    """The regime names of ``--regimes`` (comma-separated), checked against ``REGIMES``."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in REGIMES]
+    if unknown or not names:
+        raise ConfigError("--regimes", f"unknown regime(s): {', '.join(unknown) or '(none given)'}",
+                          f"choose from: {', '.join(REGIMES)}")
+    if len(set(names)) != len(names):
+        raise ConfigError("--regimes", f"a regime is named twice in '{text}'")
+    return names
+
+
+def _first_conv_channels_last(model: torch.nn.Module) -> bool | None:
+    """Whether the model's first 4-d weight whose layout is unambiguous is stored channels_last."""
+    for param in model.parameters():
+        if param.dim() == 4:
+            last = param.is_contiguous(memory_format=torch.channels_last)
+            if last != param.is_contiguous():
+                return last
+    return None
+
+
+def _compiled(model: torch.nn.Module) -> bool:
+    """Whether the model still runs compiled: a compiled forward set on it (``trainer.compile``), which a
+    compile failure replaces by the eager one, or ``nn.Module.compile``."""
+    return "forward" in model.__dict__ or getattr(model, "_compiled_call_impl", None) is not None
+
+
+def profile_modes(runners: Sequence[Runner], out_dir: Path, device: torch.device,
+                  steps: int = PROFILE_STEPS) -> dict[str, dict[str, float]]:
+    """Run `steps` more steps of each mode under ``torch.profiler`` and say where the time went.
+
+    Writes each mode's operator table (top rows by self device time on CUDA, by self CPU time on the
+    CPU) to ``<out_dir>/<mode>.txt``. Returns per mode the wall milliseconds per step under the
+    profiler and, on CUDA, the device (kernel and copy) milliseconds per step and ``device_busy``,
+    their ratio: near 1 the step is bound by the GPU's work, well below 1 by the host (Python, kernel
+    launches, synchronisation).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    summary: dict[str, dict[str, float]] = {}
+    for runner in runners:
+        with profile(activities=activities) as prof:
+            started = time.perf_counter()
+            runner.run(steps, timed=False)
+            wall_ms = (time.perf_counter() - started) * 1000.0 / steps
+        averages = prof.key_averages()
+        sort_by = "self_device_time_total" if cuda else "self_cpu_time_total"
+        (out_dir / f"{runner.name}.txt").write_text(averages.table(sort_by=sort_by, row_limit=PROFILE_ROWS) + "\n")
+        row: dict[str, float] = {"wall_ms_per_step": round(wall_ms, 3)}
+        if cuda:
+            device_ms = sum(getattr(e, "self_device_time_total", 0.0) for e in averages) / 1000.0 / steps
+            row |= {"device_ms_per_step": round(device_ms, 3), "device_busy": round(device_ms / wall_ms, 3)}
+        summary[runner.name] = row
+        log.info("profile of %s: %s (table in %s)", runner.name, row, out_dir / f"{runner.name}.txt")
+    return summary
+
+
 def _method_cfg(cfg: DictConfig, soft_labels: str) -> DictConfig:
     method_cfg = copy.deepcopy(cfg.method)
     with open_dict(method_cfg):
@@ -136,11 +240,17 @@ def _method_cfg(cfg: DictConfig, soft_labels: str) -> DictConfig:
 
 
 def measure(cfg: DictConfig, steps: int, warmup: int, turn: int, work_dir: Path,
-            random_teachers: bool = False) -> dict[str, Any]:
+            random_teachers: bool = False, profile_dir: Path | None = None) -> dict[str, Any]:
     """Build the modes and time them; returns the JSON-ready result.
 
     MEAL v1 distils block outputs, which cannot be cached: it is timed online only and reported as
     ``meal_v1_img_per_s`` and ``meal_v1_vs_ce`` as well.
+
+    ``trainer.channels_last``, ``trainer.teacher_precision`` and ``trainer.compile`` are applied to every
+    mode's student and (once) to the shared teachers, after the soft-label cache was opened or built from
+    the float32 teachers, as ``meal.app.train`` does; the result reports ``autocast``,
+    ``student_channels_last``, ``student_compiled`` and ``teacher_dtype``. With `profile_dir`, a few more
+    steps of each mode run under ``torch.profiler`` after the timed ones (see :func:`profile_modes`).
     """
     if cfg.method.name not in DISTILLATION_METHODS:
         raise ConfigError("method", f"the benchmark compares distillation methods, got '{cfg.method.name}'",
@@ -153,22 +263,29 @@ def measure(cfg: DictConfig, steps: int, warmup: int, turn: int, work_dir: Path,
     initial = copy.deepcopy(pieces.student.state_dict())
     seed, classes = int(cfg.seed), int(data.num_classes)
 
-    def student() -> torch.nn.Module:
+    students: dict[str, torch.nn.Module] = {}
+
+    def student(mode: str) -> torch.nn.Module:
         model = copy.deepcopy(pieces.student)
         model.load_state_dict(initial)
+        students[mode] = model
         return model
 
     online_cfg = _method_cfg(cfg, "online") if cfg.method.name in CACHED_METHODS else cfg.method
     methods: dict[str, Method] = {
-        "ce": build_method(OmegaConf.structured(CEMethodConfig()), student(), [], classes, seed).to(device),
-        "online": build_method(online_cfg, student(), teachers, classes, seed).to(device),
+        "ce": build_method(OmegaConf.structured(CEMethodConfig()), student("ce"), [], classes, seed).to(device),
+        "online": build_method(online_cfg, student("online"), teachers, classes, seed).to(device),
     }
     if "cached" in modes:
-        methods["cached"] = build_method(_method_cfg(cfg, "cached"), student(), teachers, classes, seed).to(device)
+        methods["cached"] = build_method(_method_cfg(cfg, "cached"), student("cached"), teachers, classes,
+                                         seed).to(device)
     started = time.monotonic()
     for method in methods.values():
         method.prepare(data, cfg)
     cache_seconds = time.monotonic() - started
+    shared = [(t.name, t.model) for t in teachers]  # as meal.app.train: after the cache was built in float32
+    for i, mode in enumerate(modes):
+        accelerate(cfg.trainer, students[mode], shared if i == 0 else [], device)
     runners = [Runner(name, cfg, methods[name], data, work_dir / name, device, epochs) for name in modes]
     for runner in runners:
         runner.run(warmup, timed=False)
@@ -204,6 +321,18 @@ def measure(cfg: DictConfig, steps: int, warmup: int, turn: int, work_dir: Path,
     if cfg.method.name == "meal_v1":
         result["meal_v1_img_per_s"] = result["online_img_per_s"]
         result["meal_v1_vs_ce"] = result["online_vs_ce"]
+    dtype = resolve_precision(cfg.trainer.precision, device)
+    layouts = [_first_conv_channels_last(m) for m in students.values()]
+    result |= {
+        "autocast": str(dtype).removeprefix("torch.") if dtype is not None else None,
+        "student_channels_last": None if None in layouts else all(layouts),
+        "student_compiled": all(_compiled(m) for m in students.values()),
+        "teacher_dtype": str(weight_dtype(teachers[0].model)).removeprefix("torch.") if teachers else None,
+    }
+    if device.type == "cuda":
+        result["tf32"] = {"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32}
+    if profile_dir is not None:
+        result["profile"] = profile_modes(runners, profile_dir, device)
     if device.type == "cuda":
         result["peak_memory_kind"] = "torch.cuda.max_memory_allocated"
         result["peak_memory_mb"] = round(max(r.peak_bytes for r in runners) / 2**20, 1)
@@ -212,6 +341,45 @@ def measure(cfg: DictConfig, steps: int, warmup: int, turn: int, work_dir: Path,
         result["peak_memory_kind"] = "max_rss"
         result["peak_memory_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return result
+
+
+def _release(device_type: str) -> None:
+    """Free the previous regime's models and compiled graphs, so that the next one's peak is its own."""
+    gc.collect()
+    if hasattr(torch, "_dynamo"):
+        torch._dynamo.reset()
+    if device_type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def measure_regimes(names: Sequence[str], overrides: Sequence[str], steps: int, warmup: int, turn: int,
+                    work_dir: Path, random_teachers: bool = False, threads: int | None = None,
+                    profile_dir: Path | None = None) -> dict[str, Any]:
+    """Measure the setting in each named regime in turn; returns the combined JSON-ready result."""
+    results: dict[str, dict[str, Any]] = {}
+    device_type = "cpu"
+    for name in names:
+        effective = merge_overrides(REGIMES[name], overrides)
+        log.info("regime %s: %s", name, " ".join(effective))
+        cfg = compose_config(effective, work_dir / name / "run")
+        if threads:
+            with open_dict(cfg):
+                cfg.trainer.threads = threads
+        profile = None if profile_dir is None else profile_dir / name
+        result = measure(cfg, steps, warmup, turn, work_dir / name, random_teachers, profile)
+        results[name] = {"overrides": effective, **result}
+        device_type = "cuda" if result["device"].startswith("cuda") else "cpu"
+        del cfg
+        _release(device_type)
+    first = results[names[0]]
+    combined: dict[str, Any] = {key: first[key] for key in SETTING_KEYS}
+    modes = [m for m in MODES if first.get(f"{m}_img_per_s") is not None]
+    combined |= {"torch": torch.__version__, "modes": modes, "regimes": results, "speedup": None}
+    if BASELINE in results and FAST in results:
+        base, fast = results[BASELINE], results[FAST]
+        combined["speedup"] = {m: round(fast[f"{m}_img_per_s"] / base[f"{m}_img_per_s"], 4) for m in modes
+                               if fast.get(f"{m}_img_per_s") and base.get(f"{m}_img_per_s")}
+    return combined
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -224,16 +392,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--random-teachers", action="store_true",
                         help="teachers with random weights (speed only: no zoo checkpoints needed)")
+    parser.add_argument("--regimes", metavar="NAMES", default=None,
+                        help=f"measure in each of these comma-separated regimes in turn ({', '.join(REGIMES)}); "
+                             "the overrides given here win over a regime's for the same key")
+    parser.add_argument("--profile", metavar="DIR", type=Path, default=None,
+                        help=f"after timing, profile {PROFILE_STEPS} more steps of each mode; operator tables go "
+                             "to DIR (DIR/<regime>/ with --regimes), a summary into the JSON")
     parser.add_argument("overrides", nargs="*", help="hydra overrides, as for launch.py")
     args = parser.parse_args(argv)
     if min(args.steps, args.turn) <= 0 or args.warmup < 0:
         raise ConfigError("--steps", "steps and turn must be positive, warmup non-negative")
+    names = parse_regimes(args.regimes) if args.regimes is not None else None
     with tempfile.TemporaryDirectory(prefix="meal-bench-") as tmp:
-        cfg = compose_config(args.overrides, Path(tmp) / "run")
-        if args.threads:
-            with open_dict(cfg):
-                cfg.trainer.threads = args.threads
-        result = measure(cfg, args.steps, args.warmup, args.turn, Path(tmp), args.random_teachers)
+        if names is not None:
+            result = measure_regimes(names, args.overrides, args.steps, args.warmup, args.turn, Path(tmp),
+                                     args.random_teachers, args.threads, args.profile)
+        else:
+            cfg = compose_config(args.overrides, Path(tmp) / "run")
+            if args.threads:
+                with open_dict(cfg):
+                    cfg.trainer.threads = args.threads
+            result = measure(cfg, args.steps, args.warmup, args.turn, Path(tmp), args.random_teachers, args.profile)
     if args.json:
         sys.stdout.write(json.dumps(result) + "\n")
         sys.stdout.flush()

@@ -75,3 +75,15 @@ def run_launch(args: Sequence[str], env: dict[str, str], timeout: float = 600,
     """Run `python launch.py ARGS` and capture its output."""
     return subprocess.run([sys.executable, str(REPO / "launch.py"), *args], env=env, cwd=cwd or REPO,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def validate_experiment(cfg: DictConfig) -> None:
+    """`validate` a composed experiment; one that needs `student.pretrained` must first refuse to start without it."""
+    from meal.config.validate import validate
+    from meal.errors import ConfigError
+
+    if cfg.student.require_pretrained and not cfg.student.pretrained:
+        with pytest.raises(ConfigError, match=r"student\.pretrained: this configuration starts the student"):
+            validate(cfg)
+        cfg.student.pretrained = "/path/to/weights.pth"
+    validate(cfg)

@@ -52,6 +52,7 @@ class ModelConfig:
 
     arch: str = MISSING
     pretrained: str | None = None
+    require_pretrained: bool = False  # a configuration that only makes sense from trained weights sets it
     taps: list[str] | None = None
 
 
@@ -208,6 +209,7 @@ class TrainerConfig:
     max_steps: int | None = None
     device: str = "auto"
     precision: str = "auto"
+    teacher_precision: str = "auto"
     channels_last: bool = False
     compile: bool = False
     deterministic: bool = False

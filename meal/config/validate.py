@@ -17,6 +17,7 @@ SELECTIONS = ("random", "mean")
 SOFT_LABELS = ("online", "cached")
 LOGGERS = ("wandb", "none")
 LOGGER_MODES = ("auto", "online", "offline", "disabled")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -66,17 +67,28 @@ def _check_method(m: Any) -> None:
         raise ConfigError("method.alpha", f"must be in [0, 1], got {m.alpha}")
 
 
+def _check_required(cfg: Any) -> None:
+    """A configuration that sets ``student.require_pretrained`` needs the student's starting weights."""
+    if cfg.student.get("require_pretrained", False) and not cfg.student.pretrained:
+        raise ConfigError("student.pretrained", "this configuration starts the student from trained weights "
+                          "(student.require_pretrained=true)",
+                          "add student.pretrained=/path/to/weights.pth; the config file says which weights")
+
+
 def validate(cfg: Any) -> None:
     """Check the composed config's cross-field rules; raise ConfigError on the first violation."""
     from meal.methods import method_class
 
     method_class(cfg.method.name)
+    _check_required(cfg)
     _check_method(cfg.method)
     _positive("optim.lr", cfg.optim.lr)
     _positive("data.batch_size", cfg.data.batch_size)
     _positive("data.eval_batch_size", cfg.data.eval_batch_size)
     _positive("trainer.epochs", cfg.trainer.epochs, allow_none=True)
     _positive("trainer.max_steps", cfg.trainer.max_steps, allow_none=True)
+    _one_of("trainer.precision", cfg.trainer.precision, PRECISIONS)
+    _one_of("trainer.teacher_precision", cfg.trainer.teacher_precision, PRECISIONS)
     _one_of("logger.name", cfg.logger.name, LOGGERS)
     _one_of("logger.mode", cfg.logger.mode, LOGGER_MODES)
     if cfg.teachers.members:

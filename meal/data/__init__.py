@@ -55,6 +55,20 @@ def _check(cfg: Any) -> None:
         raise ConfigError("data.mean", f"mean/std need {cfg.in_channels} values (one per channel)")
 
 
+def _check_world(cfg: Any, world_size: int) -> None:
+    """Every rank needs at least one sample of each global training batch."""
+    if world_size > 1 and cfg.batch_size < world_size:
+        raise ConfigError("data.batch_size", f"the global batch ({cfg.batch_size}) is smaller than the "
+                          f"{world_size} processes sharing it", f"use data.batch_size >= {world_size}")
+
+
+def _check_steps(train: Loader, world_size: int) -> None:
+    """Refuse a sharded training set too small for one step (its short last batch is dropped)."""
+    if world_size > 1 and len(train) == 0:
+        raise ConfigError("data.train_subset", f"{train.num_samples} training images give no step to share "
+                          f"across {world_size} processes", "use more training images or fewer processes")
+
+
 def _split(n: int, cfg: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A fixed (run-seed independent) subset of the training set and an optional validation part."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(SUBSET_SEED))
@@ -89,11 +103,16 @@ def build_data(cfg: Any, data_dir: Path, seed: int, device: torch.device, rank: 
                world_size: int = 1) -> DataBundle:
     """Load the dataset named by `cfg.name` and return its loaders.
 
-    `data.batch_size` is the global batch: with `world_size` processes each takes its slice.
+    `data.batch_size` is the global batch: with `world_size` processes each takes its slice, and a
+    final global batch of fewer than `world_size` training samples is dropped. Tensor datasets are
+    stored on `device` when `data.on_device`, else on the CPU (batches still arrive on `device`).
     """
     _check(cfg)
+    _check_world(cfg, world_size)
     if cfg.name in ("imagenet", "imagefolder"):
-        return _build_folder(cfg, data_dir, seed, device, rank, world_size)
+        bundle = _build_folder(cfg, data_dir, seed, device, rank, world_size)
+        _check_steps(bundle.train, world_size)
+        return bundle
     splits = _tensor_splits(cfg, data_dir)
     _check_shape(cfg, splits.train_x, splits.train_y)
     train_idx, val_idx = _split(splits.train_x.shape[0], cfg)
@@ -103,14 +122,17 @@ def build_data(cfg: Any, data_dir: Path, seed: int, device: torch.device, rank: 
         return TensorLoader(images, labels, batch_size=cfg.batch_size if train else cfg.eval_batch_size,
                             mean=list(cfg.mean), std=list(cfg.std), normalize_inputs=cfg.normalize,
                             augment=cfg.augment if train else "none", pad=cfg.pad, shuffle=train, seed=seed,
-                            device=store, rank=rank if train else 0, world_size=world_size if train else 1)
+                            device=device, store=store, rank=rank if train else 0,
+                            world_size=world_size if train else 1)
 
     test_x, test_y = splits.test_x, splits.test_y
     if cfg.test_subset is not None:
         test_x, test_y = test_x[: cfg.test_subset], test_y[: cfg.test_subset]
+    train = loader(splits.train_x[train_idx], splits.train_y[train_idx], True)
+    _check_steps(train, world_size)
     val = None if val_idx is None else loader(splits.train_x[val_idx], splits.train_y[val_idx], False)
-    return DataBundle(cfg.name, loader(splits.train_x[train_idx], splits.train_y[train_idx], True),
-                      loader(test_x, test_y, False), val, cfg.num_classes, cfg.in_channels, cfg.image_size)
+    return DataBundle(cfg.name, train, loader(test_x, test_y, False), val, cfg.num_classes, cfg.in_channels,
+                      cfg.image_size)
 
 
 def _build_folder(cfg: Any, data_dir: Path, seed: int, device: torch.device, rank: int,

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from meal.data.batch import Batch
-from meal.data.tensor_loader import epoch_generator
+from meal.data.tensor_loader import check_sharding, epoch_generator, steps_per_epoch
 from meal.errors import DataError
 
 SCALE = (0.08, 1.0)
@@ -114,11 +114,19 @@ class FolderDataset(Dataset):
 
 
 class FolderLoader:
-    """Shuffled, resumable batches over a :class:`FolderDataset` (pinned memory, non-blocking copies)."""
+    """Shuffled, resumable batches over a :class:`FolderDataset` (pinned memory, non-blocking copies).
+
+    `batch_size` is the global batch; with `world_size` > 1 each rank yields its
+    ``tensor_split(world_size)[rank]`` slice of every global batch, and a final global batch holding
+    fewer than `world_size` images (the last ``num_samples % batch_size`` of the epoch's order) is
+    dropped, so all ranks yield ``len(self)`` non-empty batches. With one process the last batch is
+    kept however small (``len = ceil(num_samples / batch_size)``).
+    """
 
     def __init__(self, dataset: FolderDataset, *, batch_size: int, workers: int, shuffle: bool, seed: int,
                  device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
                  subset: torch.Tensor | None = None) -> None:
+        check_sharding(batch_size, world_size)
         self.dataset = dataset
         self.batch_size = batch_size
         self.workers = workers
@@ -136,7 +144,8 @@ class FolderLoader:
         return int(self.subset.numel())
 
     def __len__(self) -> int:
-        return math.ceil(self.num_samples / self.batch_size)
+        """Steps per epoch, the same on every rank (see :func:`~meal.data.tensor_loader.steps_per_epoch`)."""
+        return steps_per_epoch(self.num_samples, self.batch_size, self.world_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order and crops the next iteration replays."""
@@ -148,22 +157,13 @@ class FolderLoader:
         order = self.subset
         if self.shuffle:
             order = order[torch.randperm(order.numel(), generator=epoch_generator(self.seed, self.epoch))]
-        order = order[start_step * self.batch_size :]
+        order = order[start_step * self.batch_size : len(self) * self.batch_size]
         batches = [order[i : i + self.batch_size] for i in range(0, order.numel(), self.batch_size)]
         if self.world_size > 1:
             batches = [b.tensor_split(self.world_size)[self.rank] for b in batches]
-        # a rank whose slice of a short last batch is empty yields an empty batch (as TensorLoader does)
-        loader = iter(DataLoader(self.dataset, batch_sampler=[b.tolist() for b in batches if b.numel()],
-                                 num_workers=self.workers, pin_memory=self.device.type == "cuda",
-                                 persistent_workers=False))
-        for b in batches:
-            if not b.numel():
-                size = self.dataset.image_size
-                yield Batch(torch.empty(0, 3, size, size, device=self.device),
-                            torch.empty(0, dtype=torch.long, device=self.device), b,
-                            torch.empty(0, 5, dtype=torch.long))
-                continue
-            x, y, index, aug = next(loader)
+        loader = DataLoader(self.dataset, batch_sampler=[b.tolist() for b in batches], num_workers=self.workers,
+                            pin_memory=self.device.type == "cuda", persistent_workers=False)
+        for x, y, index, aug in loader:
             yield Batch(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), index, aug)
 
     def __iter__(self) -> Iterator[Batch]:

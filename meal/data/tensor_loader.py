@@ -3,12 +3,12 @@
 Each epoch's order and augmentation parameters are drawn up front from a generator seeded by
 (seed, epoch), so an epoch can be entered at any step and replays exactly: a resumed run sees the
 same batches as an uninterrupted one. Under data parallelism every rank draws the same global
-batch and keeps its own slice of it.
+batch and keeps its own slice of it; a final global batch too small to give every rank a sample is
+dropped (see :func:`steps_per_epoch`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import torch
@@ -22,8 +22,38 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7919 + 17)
 
 
+def check_sharding(batch_size: int, world_size: int) -> None:
+    """Refuse a global batch that cannot give each of `world_size` ranks at least one sample."""
+    if world_size > 1 and batch_size < world_size:
+        raise ValueError(f"a global batch of {batch_size} cannot be split across {world_size} ranks "
+                         "(every rank needs at least one sample per step)")
+
+
+def steps_per_epoch(num_samples: int, batch_size: int, world_size: int = 1) -> int:
+    """Global batches in an epoch, the same for every rank.
+
+    ceil(num_samples / batch_size), except that under data parallelism (world_size > 1) a final
+    partial batch of fewer than `world_size` samples is dropped, so that each rank's slice of every
+    step holds at least one sample.
+    """
+    full, tail = divmod(num_samples, batch_size)
+    return full + int(tail >= max(world_size, 1))
+
+
 class TensorLoader:
-    """Iterate (optionally shuffled and augmented) batches over uint8 images and labels."""
+    """Iterate (optionally shuffled and augmented) batches over uint8 images and labels.
+
+    `batch_size` is the global batch; with `world_size` > 1 each rank yields its
+    ``tensor_split(world_size)[rank]`` slice of every global batch, and a final global batch holding
+    fewer than `world_size` samples (the last ``num_samples % batch_size`` of the epoch's order) is
+    dropped, so all ranks yield ``len(self)`` non-empty batches. With one process the last batch is
+    kept however small (``len = ceil(num_samples / batch_size)``).
+
+    `store` is where the images live, `device` where batches are delivered (default: the store is
+    the device). With a CPU store and a CUDA device, batches are gathered, augmented and normalised
+    on the CPU, pinned, and copied to the device without blocking. ``Batch.index`` and ``Batch.aug``
+    stay on the CPU.
+    """
 
     def __init__(
         self,
@@ -39,20 +69,24 @@ class TensorLoader:
         shuffle: bool = False,
         seed: int = 0,
         device: torch.device | str = "cpu",
+        store: torch.device | str | None = None,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
+        check_sharding(batch_size, world_size)
         self.device = torch.device(device)
-        self.images = images.to(self.device)
-        self.labels = labels.to(self.device)
+        self.store = self.device if store is None else torch.device(store)
+        self.pin = self.store.type == "cpu" and self.device.type == "cuda" and torch.cuda.is_available()
+        self.images = images.to(self.store)
+        self.labels = labels.to(self.store)
         self.batch_size = batch_size
         self.augment = augment
         self.pad = pad if augment in ("pad_crop", "pad_crop_flip") else 0
         self.shuffle = shuffle
         self.seed = seed
         self.normalize_inputs = normalize_inputs
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device)
-        self.std = torch.tensor(std, dtype=torch.float32, device=self.device)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.store)
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.store)
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
@@ -63,7 +97,8 @@ class TensorLoader:
         return int(self.labels.shape[0])
 
     def __len__(self) -> int:
-        return math.ceil(self.num_samples / self.batch_size)
+        """Steps per epoch, the same on every rank (see :func:`steps_per_epoch`)."""
+        return steps_per_epoch(self.num_samples, self.batch_size, self.world_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order and augmentations the next iteration replays."""
@@ -78,7 +113,7 @@ class TensorLoader:
         return order, params
 
     def transform(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """Augment and normalise a uint8 batch with the given parameters."""
+        """Augment and normalise a uint8 batch (on the store) with the given parameters."""
         if self.augment != "none":
             images = apply_params(images, params, self.pad)
         if not self.normalize_inputs:
@@ -94,9 +129,17 @@ class TensorLoader:
             if self.world_size > 1:
                 index = index.tensor_split(self.world_size)[self.rank]
                 aug = aug.tensor_split(self.world_size)[self.rank]
-            dev_index = index.to(self.device, non_blocking=True)
-            x = self.transform(self.images[dev_index], aug)
-            yield Batch(x, self.labels[dev_index], index, aug)
+            store_index = index.to(self.store, non_blocking=True)
+            x = self.transform(self.images[store_index], aug)
+            yield Batch(self.deliver(x), self.deliver(self.labels[store_index]), index, aug)
+
+    def deliver(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Move a tensor from the store to the compute device (through pinned memory from a CPU store)."""
+        if self.store == self.device:
+            return tensor
+        if self.pin:
+            tensor = tensor.pin_memory()
+        return tensor.to(self.device, non_blocking=True)
 
     def __iter__(self) -> Iterator[Batch]:
         return self.iterate(0)

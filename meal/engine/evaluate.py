@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from meal.data.batch import Batch
+from meal.methods.components.frozen import teacher_logits
 
 
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> list[int]:
@@ -43,12 +44,6 @@ def evaluate_model(model: nn.Module, batches: Iterable[Batch]) -> dict[str, floa
         model.train(was_training)
 
 
-def ensemble_log_probs(models: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
-    """log of the mean of the models' softmax outputs (the ensemble's prediction)."""
-    probs = torch.stack([m(x).float().softmax(dim=1) for m in models]).mean(dim=0)
-    return probs.clamp_min(1e-12).log()
-
-
 @torch.no_grad()
 def evaluate_teachers(teachers: Sequence[tuple[str, nn.Module]], batches: Iterable[Batch]
                       ) -> tuple[dict[str, float], float | None]:
@@ -60,7 +55,7 @@ def evaluate_teachers(teachers: Sequence[tuple[str, nn.Module]], batches: Iterab
     for batch in batches:
         probs = []
         for name, model in teachers:
-            logits = model(batch.x).float()
+            logits = teacher_logits(model, batch.x)
             correct[name] += topk_correct(logits, batch.y, (1,))[0]
             probs.append(logits.softmax(dim=1))
         ensemble_correct += topk_correct(torch.stack(probs).mean(dim=0), batch.y, (1,))[0]

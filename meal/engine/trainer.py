@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from meal.data import DataBundle
+from meal.engine.acceleration import resolve_precision
 from meal.engine.checkpoint import atomic_write_text, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from meal.engine.environment import rng_state, set_rng_state
 from meal.engine.evaluate import evaluate_model
@@ -33,7 +34,6 @@ from meal.methods.base import Method
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "meal-checkpoint/1"
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 class NonFiniteLossError(MealError):
@@ -54,15 +54,6 @@ class TrainState:
     epoch_sums: dict[str, float] = field(default_factory=dict)
     epoch_count: int = 0
     last_eval: dict[str, float] = field(default_factory=dict)
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `trainer.precision` (None = fp32). auto: bf16 on CUDA, fp32 on CPU."""
-    if name not in PRECISIONS:
-        raise MealError(f"trainer.precision: unknown precision '{name}' (choose one of: {', '.join(PRECISIONS)})")
-    if name == "auto":
-        name = "bf16" if device.type == "cuda" else "fp32"
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
 class Trainer:

@@ -18,7 +18,7 @@ from meal.data.batch import Batch
 from meal.errors import ConfigError
 from meal.methods.adversarial import adversarial_loss, build_discriminators, discriminator_optimizer
 from meal.methods.base import ExtraOptimizer, Method, StepOutput, Teacher
-from meal.methods.components import TeacherSelector, align, similarity_loss
+from meal.methods.components import TeacherSelector, align, frozen_input, frozen_mode, similarity_loss, usable
 
 
 def resolve_blocks(out_layer: Sequence[int], n_outputs: int, arch: str) -> list[int]:
@@ -72,11 +72,14 @@ class MealV1(Method):
     def teacher_targets(self, x: Tensor) -> list[Tensor]:
         """Aligned block outputs of the selected teacher(s), averaged when several."""
         chosen = self.selector.select()
-        with torch.no_grad():
-            per_teacher = [self.aligned(self._outputs(self.teacher_list[i].model, x)) for i in chosen]
-        if len(per_teacher) == 1:
-            return per_teacher[0]
-        return [torch.stack(feats).mean(dim=0) for feats in zip(*per_teacher)]
+        with frozen_mode(x.device.type):
+            models = [self.teacher_list[i].model for i in chosen]
+            per_teacher = [self.aligned(self._outputs(m, frozen_input(m, x))) for m in models]
+            if len(per_teacher) == 1:
+                targets = per_teacher[0]
+            else:
+                targets = [torch.stack(feats).mean(dim=0) for feats in zip(*per_teacher)]
+        return [usable(t) for t in targets]
 
     def training_step(self, batch: Batch, step: int) -> StepOutput:
         """Similarity + adversarial loss for one batch; labels are not used."""

@@ -1,6 +1,8 @@
 """Compute the cache's chunks: the ensemble's targets for every stored (sample, augmentation).
 
-Teachers run in eval mode without autocast (float32), in batches of `batch_size` images, on the
+Teachers run in eval mode, under inference mode without autocast, in the precision of their weights
+(the training entry point builds a cache before it casts teachers to `trainer.teacher_precision`, so a
+cache holds float32 teacher outputs), in batches of `batch_size` images, on the
 device the teachers live on. The images go through the training loader's own transform code
 (``TensorLoader.transform``, ``FolderDataset.render``), so a cached entry is the online target of
 the same augmented sample.
@@ -32,8 +34,7 @@ def _device_of(models: Sequence[nn.Module]) -> torch.device:
 def _run(models: Sequence[nn.Module], x: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
     for model in models:
         model.eval()
-    with torch.inference_mode(), torch.autocast(x.device.type, enabled=False):
-        targets = ensemble_targets(models, x, temperature)
+    targets = ensemble_targets(models, x, temperature)
     return targets.probs, targets.logits
 
 

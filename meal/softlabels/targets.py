@@ -20,7 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from meal.methods.components import mean_teacher_probs
+from meal.methods.components import frozen_input, frozen_mode, mean_teacher_probs, usable
 
 TINY = 1e-12
 
@@ -38,13 +38,17 @@ class SoftTargets(NamedTuple):
                            lam * self.logits + (1.0 - lam) * self.logits[perm])
 
 
-@torch.no_grad()
 def ensemble_targets(models: Sequence[nn.Module], x: Tensor, temperature: float) -> SoftTargets:
-    """Run every teacher on `x` and return the mean softmax at `temperature` and the mean logits."""
-    logits = [m(x).float() for m in models]
-    probs = mean_teacher_probs(logits, temperature)
-    mean_logits = logits[0] if len(logits) == 1 else torch.stack(logits, dim=0).mean(dim=0)
-    return SoftTargets(probs, mean_logits)
+    """Run every teacher on `x` and return the mean softmax at `temperature` and the mean logits.
+
+    Teachers run under inference mode, each in the precision of its weights (:mod:`frozen
+    <meal.methods.components.frozen>`); the targets are float32 tensors that losses may use.
+    """
+    with frozen_mode(x.device.type):
+        logits = [m(frozen_input(m, x)).float() for m in models]
+        probs = mean_teacher_probs(logits, temperature)
+        mean_logits = logits[0] if len(logits) == 1 else torch.stack(logits, dim=0).mean(dim=0)
+    return SoftTargets(usable(probs), usable(mean_logits))
 
 
 def pack(probs: Tensor, logits: Tensor, dtype: torch.dtype, topk: int | None) -> dict[str, Tensor]:

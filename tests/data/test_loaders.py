@@ -16,7 +16,7 @@ from meal.config import register
 from meal.data import build_data
 from meal.data.augment import apply_params, normalize
 from meal.data.sources import make_synthetic
-from meal.data.tensor_loader import TensorLoader
+from meal.data.tensor_loader import TensorLoader, steps_per_epoch
 from meal.errors import ConfigError
 
 CPU = torch.device("cpu")
@@ -80,21 +80,65 @@ def test_iterate_from_a_step_yields_the_tail_of_the_epoch(start: int) -> None:
     _assert_same_batches(list(resumed.iterate(start_step=start)), full[start:])
 
 
-@pytest.mark.parametrize("batch_size", [7, 8, 50])
-def test_two_ranks_split_the_global_batch(batch_size: int) -> None:
-    single = _loader(batch_size=batch_size)
-    ranks = [_loader(batch_size=batch_size, rank=r, world_size=2) for r in range(2)]
+SHARDINGS = [(50, 7, 2), (50, 8, 2), (50, 50, 2), (49, 8, 2), (50, 8, 3), (50, 8, 4), (50, 12, 4), (9, 4, 2),
+             (3, 8, 2), (1, 8, 2)]
+
+
+@pytest.mark.parametrize(("n", "batch_size", "world_size"), SHARDINGS)
+def test_ranks_split_the_global_batch_and_drop_a_tail_too_small_to_share(n: int, batch_size: int,
+                                                                         world_size: int) -> None:
+    single = _loader(batch_size=batch_size, n=n)
+    ranks = [_loader(batch_size=batch_size, rank=r, world_size=world_size, n=n) for r in range(world_size)]
     for loader in (single, *ranks):
         loader.set_epoch(1)
     batches = list(single)
     per_rank = [list(loader) for loader in ranks]
-    assert len(per_rank[0]) == len(per_rank[1]) == len(batches) == math.ceil(50 / batch_size)
-    for step, whole in enumerate(batches):
-        parts = [per_rank[0][step], per_rank[1][step]]
-        assert abs(parts[0].index.numel() - parts[1].index.numel()) <= 1
+    tail = n % batch_size
+    dropped = 0 < tail < world_size
+    steps = len(batches) - int(dropped)
+    assert len(single) == len(batches) == math.ceil(n / batch_size)  # one process keeps its short tail
+    assert [len(loader) for loader in ranks] == [len(parts) for parts in per_rank] == [steps] * world_size
+    assert all(b.index.numel() >= 1 and b.x.shape[0] == b.y.shape[0] == b.aug.shape[0] == b.index.numel()
+               for parts in per_rank for b in parts), "no rank yields an empty batch"
+    for step in range(steps):
+        parts = [shard[step] for shard in per_rank]
+        sizes = [p.index.numel() for p in parts]
+        assert max(sizes) - min(sizes) <= 1
         for field in ("x", "y", "index", "aug"):
             joined = torch.cat([getattr(p, field) for p in parts])
-            assert torch.equal(joined, getattr(whole, field)), f"step {step}: {field} differs"
+            assert torch.equal(joined, getattr(batches[step], field)), f"step {step}: {field} differs"
+    order, _ = single.plan(1)
+    union = torch.cat([p.index for parts in per_rank for p in parts] or [torch.empty(0, dtype=torch.long)])
+    kept = n - tail if dropped else n
+    assert sorted(union.tolist()) == sorted(order[:kept].tolist())  # each kept index once, on one rank
+    if dropped:
+        assert torch.equal(batches[-1].index, order[n - tail:])  # the dropped batch is the order's last n % bs
+        assert not set(order[n - tail:].tolist()) & set(union.tolist())
+
+
+@pytest.mark.parametrize(("n", "batch_size", "world_size"), [(50, 7, 2), (50, 8, 3), (9, 4, 2)])
+def test_each_rank_resumes_at_any_step(n: int, batch_size: int, world_size: int) -> None:
+    for rank in range(world_size):
+        loader = _loader(batch_size=batch_size, rank=rank, world_size=world_size, n=n)
+        loader.set_epoch(2)
+        full = list(loader.iterate())
+        for start in range(len(loader) + 1):
+            resumed = _loader(batch_size=batch_size, rank=rank, world_size=world_size, n=n)
+            resumed.set_epoch(2)
+            _assert_same_batches(list(resumed.iterate(start_step=start)), full[start:])
+
+
+@pytest.mark.parametrize(("n", "batch_size", "world_size", "steps"),
+                         [(50, 8, 1, 7), (49, 8, 1, 7), (1, 8, 1, 1), (48, 8, 2, 6), (49, 8, 2, 6), (50, 8, 2, 7),
+                          (50, 8, 3, 6), (51, 8, 3, 7), (2, 8, 3, 0), (5, 5, 5, 1)])
+def test_steps_per_epoch(n: int, batch_size: int, world_size: int, steps: int) -> None:
+    assert steps_per_epoch(n, batch_size, world_size) == steps
+
+
+def test_a_global_batch_smaller_than_the_world_is_refused() -> None:
+    with pytest.raises(ValueError, match="cannot be split across 3 ranks"):
+        _loader(batch_size=2, world_size=3)
+    _loader(batch_size=3, world_size=3)
 
 
 @pytest.mark.parametrize(("n", "batch_size"), [(50, 8), (48, 8), (5, 8), (1, 1)])
@@ -138,6 +182,25 @@ def test_normalize_off_scales_to_unit_range() -> None:
     loader = TensorLoader(images, labels, batch_size=50, mean=MEAN, std=STD, normalize_inputs=False)
     batch = next(iter(loader))
     torch.testing.assert_close(batch.x, images.float() / 255.0)
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_a_cpu_store_on_a_cpu_device_yields_the_same_batches_bitwise(world_size: int) -> None:
+    images, labels = _data()
+    kwargs = {"batch_size": 7, "mean": MEAN, "std": STD, "augment": "pad_crop_flip", "pad": 2, "shuffle": True,
+              "seed": 4, "world_size": world_size, "rank": world_size - 1}
+    plain = TensorLoader(images, labels, device="cpu", **kwargs)
+    stored = TensorLoader(images, labels, device="cpu", store="cpu", **kwargs)
+    assert plain.store == plain.device == stored.store == stored.device == CPU
+    assert not stored.pin  # batches are pinned only on their way to a CUDA device
+    for loader in (plain, stored):
+        loader.set_epoch(3)
+    ours = list(stored)
+    _assert_same_batches(list(plain), ours)
+    mean, std = torch.tensor(MEAN), torch.tensor(STD)
+    for batch in ours:  # and bitwise the indexed images, augmented and normalised
+        assert torch.equal(batch.x, normalize(apply_params(images[batch.index], batch.aug, 2), mean, std))
+        assert torch.equal(batch.y, labels[batch.index])
 
 
 # --- build_data: splits and config checks -------------------------------------------------------------
@@ -235,6 +298,24 @@ def test_world_size_shards_training_but_not_evaluation(tmp_path: Path) -> None:
         assert shard.test.world_size == 1
         assert shard.val.world_size == 1
         assert torch.equal(next(iter(shard.test)).index, next(iter(whole.test)).index)
+
+
+def test_build_data_delivers_on_the_device_and_stores_where_on_device_says(tmp_path: Path) -> None:
+    for on_device in (True, False):
+        bundle = build_data(synthetic_cfg(f"on_device={on_device}", "val_split=0.25"), tmp_path, seed=0, device=CPU)
+        for loader in (bundle.train, bundle.val, bundle.test):
+            assert loader.device == loader.store == CPU
+
+
+def test_build_data_refuses_batches_or_training_sets_too_small_for_the_world(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^data\.batch_size: .*smaller than the 4 processes"):
+        build_data(synthetic_cfg("batch_size=3"), tmp_path, seed=0, device=CPU, rank=0, world_size=4)
+    with pytest.raises(ConfigError, match=r"^data\.train_subset: 3 training images give no step"):
+        build_data(synthetic_cfg("train_subset=3"), tmp_path, seed=0, device=CPU, rank=0, world_size=4)
+    bundle = build_data(synthetic_cfg("train_subset=4"), tmp_path, seed=0, device=CPU, rank=3, world_size=4)
+    assert len(bundle.train) == 1
+    assert [b.index.numel() for b in bundle.train] == [1]
+    assert len(build_data(synthetic_cfg("train_subset=3"), tmp_path, seed=0, device=CPU).train) == 1
 
 
 @pytest.mark.parametrize(

@@ -538,22 +538,31 @@ def test_imagefolder_epoch_replays_and_resumes(image_tree) -> None:
     assert (boxes(full) != boxes(list(other_seed.iterate()))).any(dim=1).sum() >= 10
 
 
-def test_imagefolder_ranks_split_the_global_batch(image_tree) -> None:
+@pytest.mark.parametrize(("subset", "world_size", "sizes"), [
+    (9, 2, [[2, 2], [2, 2]]),  # last global batch (1 image) < 2 ranks: dropped
+    (9, 3, [[2, 1, 1], [2, 1, 1]]),  # likewise for 3 ranks
+    (10, 2, [[2, 2], [2, 2], [1, 1]]),  # last global batch (2 images) shared one each: kept
+])
+def test_imagefolder_ranks_split_the_global_batch(image_tree, subset: int, world_size: int,
+                                                  sizes: list[list[int]]) -> None:
     root, _ = image_tree
-    # 9 images in batches of 4: the last global batch (1 image) leaves rank 1 an empty slice
-    whole = list(_folder_bundle(root, "train_subset=9").train)
-    shards = [list(_folder_bundle(root, "train_subset=9", rank=r, world_size=2).train) for r in range(2)]
-    assert len(whole) == len(shards[0]) == len(shards[1]) == 3
-    assert [[p.x.shape[0] for p in parts] for parts in zip(*shards, strict=True)] == [[2, 2], [2, 2], [1, 0]]
-    for step, batch in enumerate(whole):
-        parts = [shard[step] for shard in shards]
+    whole = _folder_bundle(root, f"train_subset={subset}").train
+    order = torch.cat([b.index for b in whole])  # the single-process epoch, in order
+    shards = [_folder_bundle(root, f"train_subset={subset}", rank=r, world_size=world_size).train
+              for r in range(world_size)]
+    batches = [list(shard) for shard in shards]
+    assert [len(shard) for shard in shards] == [len(b) for b in batches] == [len(sizes)] * world_size
+    assert [[p.x.shape[0] for p in parts] for parts in zip(*batches, strict=True)] == sizes  # never empty
+    whole_batches = list(whole)
+    for step, parts in enumerate(zip(*batches, strict=True)):
         for field in ("x", "y", "index", "aug"):
-            assert torch.equal(torch.cat([getattr(p, field) for p in parts]), getattr(batch, field))
-    empty = shards[1][2]
-    assert empty.x.shape == (0, 3, 32, 32)
-    assert empty.x.dtype == torch.float32
-    assert empty.y.dtype == empty.index.dtype == empty.aug.dtype == torch.int64
-    assert empty.aug.shape == (0, 5)
+            assert torch.equal(torch.cat([getattr(p, field) for p in parts]), getattr(whole_batches[step], field))
+    union = torch.cat([b.index for shard in batches for b in shard])
+    tail = subset % 4 if subset % 4 < world_size else 0
+    assert sorted(union.tolist()) == sorted(order[: subset - tail].tolist())
+    assert not set(order[subset - tail :].tolist()) & set(union.tolist())
+    resumed = list(shards[-1].iterate(1))
+    assert [b.index.tolist() for b in resumed] == [b.index.tolist() for b in batches[-1][1:]]
 
 
 def test_imagefolder_subsets_and_validation_split(image_tree) -> None:

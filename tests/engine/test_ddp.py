@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -47,3 +48,21 @@ def test_two_ranks_match_one_process(tmp_path: Path, meal_env: dict[str, str]) -
     wb = torch.load(multi / "checkpoints" / "last.pt", weights_only=False)["student"]
     for key in wa:
         torch.testing.assert_close(wb[key], wa[key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
+def test_a_last_batch_smaller_than_the_world_is_skipped(tmp_path: Path, meal_env: dict[str, str]) -> None:
+    run = tmp_path / "ddp"
+    args = ["method=ce", "teachers=none", "logger=none", "student=fmnist_tiny", "data.train_subset=513",
+            "data.test_subset=500", "data.batch_size=64", "trainer.epochs=3", "optim.lr=0.1", "trainer.progress=off"]
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(REPO / "launch.py"), *args, f"hydra.run.dir={run}"],
+        env=meal_env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    *_, row = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert row["step"] == 3 * (513 // 64), "the 513th image alone would leave one rank an empty batch: skipped"
+    assert math.isfinite(row["train_loss"]), "no empty batch, no NaN"
+    assert json.loads((run / "result.json").read_text())["top1"] > 30.0, "learns: chance is 10%"

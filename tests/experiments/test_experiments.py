@@ -21,9 +21,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from meal.config import register
-from meal.config.validate import validate
 from meal.engine.schedule import resolve_epochs
-from tests.conftest import REPO, compose_config, needs_fashion_mnist, run_launch
+from tests.conftest import REPO, compose_config, needs_fashion_mnist, run_launch, validate_experiment
 
 CONF = REPO / "conf"
 EXPERIMENTS = REPO / "experiments"
@@ -75,7 +74,7 @@ def _job(cfg: DictConfig) -> DictConfig:
 def _validate(job: DictConfig) -> None:
     if importlib.util.find_spec(f"meal.methods.{job.method.name}") is None:
         pytest.skip(f"meal.methods.{job.method.name} does not exist yet; composition checked only")
-    validate(job)
+    validate_experiment(job)
 
 
 def _sweep_params(cfg: DictConfig) -> dict[str, str]:

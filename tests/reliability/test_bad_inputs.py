@@ -181,6 +181,11 @@ CASES: list[Case | object] = [
     Case("epochs-zero", ("trainer.epochs=0",), None, r"trainer\.epochs: must be positive, got 0 \(set trainer\.epochs"),
     Case("batch-size-zero", ("data.batch_size=0",), None,
          r"data\.batch_size: must be positive, got 0 \(set data\.batch_size to a value > 0\)"),
+    Case("precision-unknown", ("trainer.teacher_precision=fp64",), None,
+         r"trainer\.teacher_precision: 'fp64' is not a valid choice \(choose one of: auto, fp32, bf16, fp16\)"),
+    Case("pretrained-required", ("student.require_pretrained=true",), None,
+         r"student\.pretrained: this configuration starts the student from trained weights .*add "
+         r"student\.pretrained=/path/to/weights\.pth"),
     # data that is not there or not readable
     Case("dataset-dir-missing", ("data=cifar10", "data.root=$tmp/no_such_dir", "data.download=false"), None,
          r"data\.root: cifar10 not found or incomplete in \S+no_such_dir .*point data\.root at them, or set "

@@ -2,6 +2,7 @@
 
 from meal.methods.components.alignment import POOL_KINDS, Aligner, align, align_reference, check_pool
 from meal.methods.components.discriminator import Discriminator, discriminator_loss, generator_loss
+from meal.methods.components.frozen import cast_frozen, frozen_input, frozen_mode, teacher_logits, usable
 from meal.methods.components.grl import GradReverse, grad_reverse
 from meal.methods.components.similarity import (
     SIMILARITY_KINDS,
@@ -24,14 +25,19 @@ __all__ = [
     "TeacherSelector",
     "align",
     "align_reference",
+    "cast_frozen",
     "check_pool",
     "check_similarity_kind",
     "discriminator_loss",
+    "frozen_input",
+    "frozen_mode",
     "generator_loss",
     "grad_reverse",
     "kl_to_probs",
     "mean_teacher_probs",
     "similarity_loss",
     "soft_cross_entropy",
+    "teacher_logits",
+    "usable",
     "weighted_similarity_loss",
 ]
