@@ -210,7 +210,7 @@ def train(cfg: DictConfig, run_dir: Path, job_type: str = "train") -> dict[str, 
         raise
     finally:
         tracker.finish(exit_code=exit_code)
-        distributed.teardown(dist)
+        distributed.teardown(dist, barrier=exit_code == 0)
 
 
 __all__ = ["main", "run", "train"]

@@ -121,16 +121,20 @@ class TensorLoader:
         return normalize(images, self.mean, self.std)
 
     def iterate(self, start_step: int = 0) -> Iterator[Batch]:
-        """Yield the batches of the current epoch, starting at `start_step`."""
+        """Yield the batches of the current epoch, starting at `start_step`.
+
+        The epoch's order and parameters are copied to the store once, so that a GPU store needs no
+        host-to-device copy (and no wait for the device) per batch; ``Batch.index``/``aug`` stay on the CPU.
+        """
         order, params = self.plan(self.epoch)
+        store_order, store_params = order.to(self.store), params.to(self.store)
         for step in range(start_step, len(self)):
             sl = slice(step * self.batch_size, (step + 1) * self.batch_size)
-            index, aug = order[sl], params[sl]
+            parts = [order[sl], params[sl], store_order[sl], store_params[sl]]
             if self.world_size > 1:
-                index = index.tensor_split(self.world_size)[self.rank]
-                aug = aug.tensor_split(self.world_size)[self.rank]
-            store_index = index.to(self.store, non_blocking=True)
-            x = self.transform(self.images[store_index], aug)
+                parts = [p.tensor_split(self.world_size)[self.rank] for p in parts]
+            index, aug, store_index, store_aug = parts
+            x = self.transform(self.images[store_index], store_aug)
             yield Batch(self.deliver(x), self.deliver(self.labels[store_index]), index, aug)
 
     def deliver(self, tensor: torch.Tensor) -> torch.Tensor:

@@ -98,7 +98,13 @@ def setup() -> DistInfo:
     return DistInfo(rank, world_size, local_rank, device, average_gradients, initialized_here)
 
 
-def teardown(info: DistInfo) -> None:
-    """Leave the process group if this process created it."""
+def teardown(info: DistInfo, barrier: bool = False) -> None:
+    """Leave the process group if this process created it.
+
+    With `barrier` (after a run every rank finished) the ranks first wait for each other, so that none
+    destroys its communicators while a peer's last collective is still in flight (gloo aborts then).
+    """
     if info.initialized_here and torch_dist.is_initialized():
+        if barrier:
+            torch_dist.barrier()
         torch_dist.destroy_process_group()
