@@ -170,8 +170,8 @@ def train(cfg: DictConfig, run_dir: Path, job_type: str = "train") -> dict[str, 
     if dist.world_size > 1:
         seed_everything(int(cfg.seed) * 1000 + dist.rank)  # per-rank streams for dropout and the like
     epochs = resolve_epochs(cfg.trainer, cfg.schedule)
-    if getattr(cfg.method, "epochs_per_teacher", False):
-        epochs *= max(len(teachers), 1)
+    stretch = max(len(teachers), 1) if getattr(cfg.method, "epochs_per_teacher", False) else 1
+    epochs *= stretch  # the schedule plays `stretch` times slower over the longer run
     tracker = build_tracker(cfg.logger, run_dir, OmegaConf.to_container(cfg, resolve=True), name=run_name(cfg),
                             group=run_group(cfg, run_dir), job_type=cfg.logger.job_type or job_type,
                             tags=[cfg.method.name, cfg.data.name], rank=dist.rank)
@@ -179,7 +179,8 @@ def train(cfg: DictConfig, run_dir: Path, job_type: str = "train") -> dict[str, 
     exit_code = 1
     try:
         trainer = Trainer(cfg, method, data, run_dir, device, epochs, tracker=tracker, rank=dist.rank,
-                          world_size=dist.world_size, grad_sync=dist.grad_sync, extra_state=extra)
+                          world_size=dist.world_size, grad_sync=dist.grad_sync, extra_state=extra,
+                          schedule_stretch=stretch)
         trainer.resume()
         if teachers and "teacher_eval" not in extra and dist.rank == 0:
             per_teacher, ensemble = evaluate_teachers([(t.name, t.model) for t in teachers], data.test)

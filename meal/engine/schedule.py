@@ -32,8 +32,18 @@ def resolve_epochs(trainer_cfg: Any, schedule_cfg: Any) -> int:
     return int(epochs)
 
 
-def lr_multiplier(cfg: Any, total_epochs: int) -> Callable[[float], float]:
-    """Return f(epoch_progress) -> LR multiplier for the schedule `cfg`."""
+def lr_multiplier(cfg: Any, total_epochs: int, stretch: float = 1.0) -> Callable[[float], float]:
+    """Return f(epoch_progress) -> LR multiplier for the schedule `cfg`.
+
+    `stretch` > 1 plays the schedule `stretch` times slower (its boundaries, warm-up and cosine span in
+    epochs all multiplied), for a run made `stretch` times longer (``method.epochs_per_teacher``);
+    `total_epochs` is the stretched run's length.
+    """
+    if stretch <= 0:
+        raise ValueError(f"stretch must be positive, got {stretch}")
+    if stretch != 1.0:
+        inner = lr_multiplier(cfg, max(round(total_epochs / stretch), 1))
+        return lambda e: inner(e / stretch)
     if cfg.name not in SCHEDULES:
         raise ConfigError("schedule.name", f"unknown schedule '{cfg.name}'", f"choose one of: {', '.join(SCHEDULES)}")
     warmup = float(cfg.warmup_epochs)

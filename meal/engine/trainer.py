@@ -62,7 +62,7 @@ class Trainer:
     def __init__(self, cfg: Any, method: Method, data: DataBundle, run_dir: Path, device: torch.device,
                  epochs: int, tracker: Any = None, rank: int = 0, world_size: int = 1,
                  grad_sync: Callable[[list[torch.nn.Parameter]], None] | None = None,
-                 extra_state: dict[str, Any] | None = None) -> None:
+                 extra_state: dict[str, Any] | None = None, schedule_stretch: float = 1.0) -> None:
         self.cfg = cfg
         self.tcfg = cfg.trainer
         self.method = method
@@ -85,7 +85,7 @@ class Trainer:
             self.total_steps = min(self.total_steps, self.tcfg.max_steps)
         self.optimizer = build_optimizer(method.student.parameters(), cfg.optim)
         self.extras = method.extra_optimizers()
-        self.lr_at = lr_multiplier(cfg.schedule, epochs)
+        self.lr_at = lr_multiplier(cfg.schedule, epochs, schedule_stretch)
         self.autocast_dtype = resolve_precision(self.tcfg.precision, device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype == torch.float16)
         if self.tcfg.nonfinite not in ("stop", "skip"):

@@ -59,3 +59,15 @@ def test_optimizers_carry_their_settings() -> None:
         build_optimizer(params, OmegaConf.structured(OptimConfig(lr=0.0)))
     with pytest.raises(ConfigError, match=r"^optim\.name"):
         build_optimizer(params, OmegaConf.structured(OptimConfig(name="lion")))
+
+
+def test_a_stretched_schedule_plays_slower_over_the_longer_run() -> None:
+    step = lr_multiplier(schedule(name="meal_step", factor=1.0), 3 * 350, stretch=3)
+    assert [step(e) for e in (449.9, 450, 749.9, 750)] == pytest.approx([1.0, 0.1, 0.1, 0.01])
+    multi = lr_multiplier(schedule(name="multistep", milestones=[2, 5], decay=0.5), 20, stretch=2)
+    assert [multi(e) for e in (3.9, 4, 9.9, 10)] == [1.0, 0.5, 0.5, 0.25]
+    plain = lr_multiplier(schedule(name="cosine", warmup_epochs=1, min_lr=0.0), 10)
+    slow = lr_multiplier(schedule(name="cosine", warmup_epochs=1, min_lr=0.0), 30, stretch=3)
+    for e in (0.5, 1, 4, 7.5, 10):
+        assert slow(3 * e) == pytest.approx(plain(e))
+    assert lr_multiplier(schedule(name="cosine"), 10, stretch=1)(5) == pytest.approx(0.5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from meal.app import train
 from meal.config.schema import MealV1MethodConfig
 from meal.data.batch import Batch
 from meal.errors import ConfigError
@@ -17,6 +19,8 @@ from meal.methods import Teacher, build_method
 from meal.methods.meal_v1 import MealV1
 from meal.models import build_model
 from meal.teachers import freeze
+from tests.conftest import compose_config
+from tests.softlabels.toy import SIZE, save_teachers
 
 BLOCKWISE = {"out_layer": [0, 1, 2, 3, 4], "out_dims": [196, 49, 9, 32, 10],
              "gamma": [0.001, 0.01, 0.05, 0.1, 1.0], "eta": [1.0, 0.5, 1.0, 1.0, 2.0]}
@@ -163,3 +167,19 @@ def test_method_state_round_trip_continues_teacher_sequence(tmp_path: Path) -> N
     b.load_method_state(torch.load(tmp_path / "m.pt", weights_only=False))
     assert [a.selector.select() for _ in range(20)] == [b.selector.select() for _ in range(20)]
     assert all(torch.equal(p, q) for p, q in zip(a.discriminators.parameters(), b.discriminators.parameters()))
+
+
+def test_epochs_per_teacher_stretches_run_and_schedule(tmp_path: Path) -> None:
+    paths = save_teachers(tmp_path)
+    members = ",".join(f"{{arch:fmnist_tiny,checkpoint:'{p}'}}" for p in paths)
+    run = tmp_path / "run"
+    overrides = ["method=meal_v1", "method.epochs_per_teacher=true", "student=fmnist_tiny", "teachers=none",
+                 f"teachers.members=[{members}]", "data=synthetic", "data.in_channels=1", f"data.image_size={SIZE}",
+                 "data.train_size=64", "data.test_size=16", "data.batch_size=16", "data.mean=[0.5]",
+                 "data.std=[0.25]", "logger=none", "trainer.progress=off", "trainer.epochs=1", "schedule=multistep",
+                 "schedule.milestones=[0.5]", "schedule.decay=0.1", "optim.lr=0.1"]
+    result = train(compose_config(overrides, run), run)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert result["epochs"] == 2 and [r["epoch"] for r in rows] == [1, 2], "one epoch per teacher"
+    # the milestone at epoch 0.5 of the one-teacher schedule falls at epoch 1 of the two-teacher run
+    assert rows[0]["lr"] == pytest.approx(0.1) and rows[1]["lr"] == pytest.approx(0.01)
