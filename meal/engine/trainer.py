@@ -188,9 +188,10 @@ class Trainer:
         with self._autocast():
             out = self.method.training_step(batch, self.state.global_step)
         loss = out.loss
-        if not torch.isfinite(loss.detach()).all():
-            return self._handle_nonfinite(float(loss.detach()))
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(loss).backward()  # nothing is updated yet: a non-finite loss still skips the step
+        logs, finite = self._read_logs(loss, out.logs)
+        if not finite:
+            return self._handle_nonfinite(logs["loss"])
         params = [p for p in self.method.parameters() if p.grad is not None]
         if self.grad_sync is not None:
             self.grad_sync(params)
@@ -202,8 +203,18 @@ class Trainer:
         for optimizer in stepped:
             self.scaler.step(optimizer)
         self.scaler.update()
-        logs = {"loss": float(loss.detach()), **out.logs}
         return logs
+
+    def _read_logs(self, loss: torch.Tensor, logs: dict[str, Any]) -> tuple[dict[str, float], bool]:
+        """The step's scalars as floats (one device synchronisation), and whether every rank's loss is finite."""
+        keys = ["loss", *logs]
+        values = [loss.detach(), *(v.detach() if torch.is_tensor(v) else torch.tensor(v) for v in logs.values())]
+        packed = torch.stack([v.to(self.device, torch.float64).reshape(()) for v in values])
+        finite = torch.isfinite(packed[:1]).to(torch.float64)
+        if self.world_size > 1:  # every rank skips or stops together
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        *numbers, all_finite = torch.cat([packed, finite]).tolist()
+        return dict(zip(keys, numbers)), all_finite > 0
 
     def _handle_nonfinite(self, value: float) -> None:
         s = self.state

@@ -52,7 +52,7 @@ def discriminator_optimizer(cfg: Any, discriminators: nn.ModuleList) -> list[Ext
 
 def adversarial_loss(mode: str, discriminators: nn.ModuleList, student_feats: Sequence[Tensor],
                      teacher_feats: Sequence[Tensor], etas: Sequence[float],
-                     d_optimizer: torch.optim.Optimizer | None) -> tuple[Tensor, dict[str, float]]:
+                     d_optimizer: torch.optim.Optimizer | None) -> tuple[Tensor, dict[str, Tensor]]:
     """The adversarial term to add to the student's loss, and the scalars to log.
 
     In ``alternating`` mode this also performs the discriminator update (on detached features).
@@ -69,9 +69,8 @@ def adversarial_loss(mode: str, discriminators: nn.ModuleList, student_feats: Se
         d_optimizer.step()
         g_loss = sum(eta * generator_loss(d, s) for d, s, _, eta in pairs)
         d_optimizer.zero_grad(set_to_none=True)
-        return g_loss, {"d_loss": float(d_loss.detach()), "adv_loss": float(g_loss.detach())}
+        return g_loss, {"d_loss": d_loss.detach(), "adv_loss": g_loss.detach()}
     scale = 1.0 if mode == "grl" else None
     d_loss = sum(eta * discriminator_loss(d, s, t, grl_scale=scale) for d, s, t, eta in pairs)
-    value = float(d_loss.detach())
-    adv = -value if mode == "grl" else value
-    return d_loss, {"d_loss": value, "adv_loss": adv}
+    value = d_loss.detach()
+    return d_loss, {"d_loss": value, "adv_loss": -value if mode == "grl" else value}

@@ -19,10 +19,14 @@ from meal.data.batch import Batch
 
 @dataclass
 class StepOutput:
-    """What a training step returns: the loss to back-propagate and scalars to log."""
+    """What a training step returns: the loss to back-propagate and scalars to log.
+
+    Log values may be detached 0-d tensors: the engine reads them all at once after the backward pass,
+    so that a step waits for the device once rather than once per scalar in the middle of the forward.
+    """
 
     loss: torch.Tensor
-    logs: dict[str, float] = field(default_factory=dict)
+    logs: dict[str, float | torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass

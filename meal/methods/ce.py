@@ -18,5 +18,5 @@ class CrossEntropy(Method):
         """Loss = CE(student(x), y)."""
         logits = self.student(batch.x)
         loss = nn.functional.cross_entropy(logits.float(), batch.y, label_smoothing=self.cfg.label_smoothing)
-        return StepOutput(loss, {"ce": float(loss.detach())})
+        return StepOutput(loss, {"ce": loss.detach()})
 METHOD = CrossEntropy

@@ -52,7 +52,7 @@ class KnowledgeDistillation(Method):
         ce = F.cross_entropy(logits, batch.y)
         kl = kl_to_probs(logits, targets.probs, self.temperature)
         loss = (1.0 - self.alpha) * ce + self.alpha * kl
-        return StepOutput(loss, {"ce": float(ce.detach()), "kd_kl": float(kl.detach())})
+        return StepOutput(loss, {"ce": ce.detach(), "kd_kl": kl.detach()})
 
 
 METHOD = KnowledgeDistillation

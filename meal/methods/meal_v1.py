@@ -89,9 +89,9 @@ class MealV1(Method):
         sim_loss = sum(g * s for g, s in zip(self.gammas, sims))
         d_opt = self._extras[0].optimizer if self._extras else None
         adv, logs = adversarial_loss(self.cfg.adversarial, self.discriminators, student, teacher, self.etas, d_opt)
-        logs = {"sim_loss": float(sim_loss.detach()), **logs}
+        logs = {"sim_loss": sim_loss.detach(), **logs}
         if len(sims) > 1:
-            logs |= {f"sim_block{b}": float(s.detach()) for b, s in zip(self.blocks, sims)}
+            logs |= {f"sim_block{b}": s.detach() for b, s in zip(self.blocks, sims)}
         return StepOutput(sim_loss + adv, logs)
 
     def method_state(self) -> dict[str, Any]:

@@ -119,7 +119,7 @@ class MealV2(Method):
         d_opt = self._extras[0].optimizer if self._extras else None
         adv, logs = adversarial_loss(self.cfg.adversarial, self.discriminators, [logits], [targets.logits],
                                      [float(self.cfg.eta)], d_opt)
-        return StepOutput(kd + adv, {"kd_loss": float(kd.detach()), **logs})
+        return StepOutput(kd + adv, {"kd_loss": kd.detach(), **logs})
 
     def method_state(self) -> dict[str, Any]:
         """Discriminator weights plus the CutMix generator state."""

@@ -125,7 +125,7 @@ def test_none_mode_has_no_discriminators() -> None:
     method = make_method(adversarial="none")
     assert len(method.discriminators) == 0 and method.extra_optimizers() == []
     out = method.training_step(batch(), 0)
-    assert out.logs["sim_loss"] == pytest.approx(float(out.loss.detach()))
+    assert float(out.logs["sim_loss"]) == pytest.approx(float(out.loss.detach()))
 
 
 def test_random_selection_is_reproducible_and_mean_uses_all() -> None:

@@ -78,7 +78,7 @@ def test_loss_equals_hand_computation(mode: str, tau: float, loss: str) -> None:
             labels = torch.cat([torch.tensor([1.0, 0.0]).expand(n, 2), torch.tensor([0.0, 1.0]).expand(n, 2)])
             expected = kd + sigmoid_bce(hand_discriminator(method.discriminators[0], rows), labels)
     torch.testing.assert_close(out.loss.detach(), expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(torch.tensor(out.logs["kd_loss"]), kd, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.logs["kd_loss"], kd, atol=1e-5, rtol=1e-5)
 
 
 def test_published_defaults_compose() -> None:
@@ -232,7 +232,7 @@ def test_eta_weights_the_adversarial_term(mode: str) -> None:
         method = MealV2(method_cfg(adversarial=mode, eta=eta), student(), teachers, 10)
         method.train()
         out = method.training_step(batch, 0)
-        parts[eta] = (out.loss.detach(), torch.tensor(out.logs["kd_loss"]))
+        parts[eta] = (out.loss.detach(), out.logs["kd_loss"])
     adv_full = parts[1.0][0] - parts[1.0][1]
     adv_quarter = parts[0.25][0] - parts[0.25][1]
     assert float(adv_full) > 0
