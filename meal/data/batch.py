@@ -19,3 +19,17 @@ class Batch(NamedTuple):
     y: torch.Tensor
     index: torch.Tensor
     aug: torch.Tensor | None = None
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on `device`, copied without making the host wait for the device.
+
+    A copy from ordinary (pageable) host memory to a GPU first waits for all work queued on the GPU;
+    from pinned memory it is queued like a kernel. CPU targets and tensors already there are returned
+    as they are.
+    """
+    if tensor.device == device or device.type != "cuda":
+        return tensor.to(device)
+    if tensor.device.type == "cpu" and not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)

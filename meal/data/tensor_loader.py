@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import torch
 
 from meal.data.augment import apply_params, normalize, sample_params
-from meal.data.batch import Batch
+from meal.data.batch import Batch, to_device
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -76,7 +76,6 @@ class TensorLoader:
         check_sharding(batch_size, world_size)
         self.device = torch.device(device)
         self.store = self.device if store is None else torch.device(store)
-        self.pin = self.store.type == "cpu" and self.device.type == "cuda" and torch.cuda.is_available()
         self.images = images.to(self.store)
         self.labels = labels.to(self.store)
         self.batch_size = batch_size
@@ -139,11 +138,7 @@ class TensorLoader:
 
     def deliver(self, tensor: torch.Tensor) -> torch.Tensor:
         """Move a tensor from the store to the compute device (through pinned memory from a CPU store)."""
-        if self.store == self.device:
-            return tensor
-        if self.pin:
-            tensor = tensor.pin_memory()
-        return tensor.to(self.device, non_blocking=True)
+        return tensor if self.store == self.device else to_device(tensor, self.device)
 
     def __iter__(self) -> Iterator[Batch]:
         return self.iterate(0)

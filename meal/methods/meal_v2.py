@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from meal.data.batch import Batch
+from meal.data.batch import Batch, to_device
 from meal.errors import ConfigError
 from meal.methods.adversarial import adversarial_loss, build_discriminators, discriminator_optimizer
 from meal.methods.base import ExtraOptimizer, Method, StepOutput, Teacher
@@ -58,7 +58,7 @@ def cutmix_box(height: int, width: int, lam: float, rng: np.random.Generator) ->
 def cutmix(x: Tensor, alpha: float, rng: np.random.Generator) -> tuple[Tensor, Tensor, float]:
     """Paste a box of ``x[perm]`` into ``x``; returns the mixed batch, ``perm`` and the kept area ``lam``."""
     lam = float(rng.beta(alpha, alpha))
-    perm = torch.from_numpy(rng.permutation(x.shape[0])).to(x.device)
+    perm = to_device(torch.from_numpy(rng.permutation(x.shape[0])), x.device)
     y1, y2, x1, x2 = cutmix_box(x.shape[-2], x.shape[-1], lam, rng)
     mixed = x.clone()
     mixed[:, :, y1:y2, x1:x2] = x[perm][:, :, y1:y2, x1:x2]

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from meal.data.batch import Batch
+from meal.data.batch import Batch, to_device
 from meal.data.imagefolder import FolderLoader
 from meal.data.tensor_loader import TensorLoader
 from meal.errors import ConfigError, MealError
@@ -77,9 +77,9 @@ class CachedSoftLabels:
 
     def lookup(self, flat: Tensor) -> SoftTargets:
         """Targets of flat entries (see :meth:`flat_index`), float32 on the cache's device."""
-        flat = flat.to(self.values.device, non_blocking=True)
-        values = self.values.index_select(0, flat).to(self.device, non_blocking=True)
-        indices = None if self.indices is None else self.indices.index_select(0, flat).to(self.device)
+        flat = to_device(flat, self.values.device)
+        values = to_device(self.values.index_select(0, flat), self.device)
+        indices = None if self.indices is None else to_device(self.indices.index_select(0, flat), self.device)
         return unpack(values, indices, self.spec.num_classes, self.spec.temperature)
 
     def targets(self, batch: Batch) -> SoftTargets:

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from meal.data.batch import to_device
 from meal.methods.components import frozen_input, frozen_mode, mean_teacher_probs, usable
 
 TINY = 1e-12
@@ -33,7 +34,7 @@ class SoftTargets(NamedTuple):
 
     def mix(self, perm: Tensor, lam: float) -> SoftTargets:
         """``lam * self + (1 - lam) * self[perm]`` (the targets of a CutMix batch built from cached ones)."""
-        perm = perm.to(self.probs.device)
+        perm = to_device(perm, self.probs.device)
         return SoftTargets(lam * self.probs + (1.0 - lam) * self.probs[perm],
                            lam * self.logits + (1.0 - lam) * self.logits[perm])
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from meal.data import build_data
+from meal.data.batch import to_device
 from meal.data.tensor_loader import TensorLoader
 from tests.conftest import compose_config
 
@@ -33,7 +34,6 @@ def _loader(store: str, world_size: int = 1, rank: int = 0) -> TensorLoader:
 def test_a_cpu_store_delivers_the_gpu_stores_batches_on_the_gpu(world_size: int, rank: int) -> None:
     on_cpu, on_gpu = _loader("cpu", world_size, rank), _loader("cuda", world_size, rank)
     assert on_cpu.images.device.type == "cpu" and on_gpu.images.device.type == "cuda"
-    assert on_cpu.pin and not on_gpu.pin
     first, second = list(on_cpu), list(on_gpu)
     assert len(first) == len(second) == len(on_cpu) > 0
     for a, b in zip(first, second, strict=True):
@@ -57,3 +57,12 @@ def test_build_data_with_on_device_false_delivers_on_the_gpu(tmp_path: Path) -> 
         batch = next(iter(loader))
         assert batch.x.device.type == batch.y.device.type == "cuda"
         assert batch.index.device.type == "cpu"
+
+
+def test_to_device_copies_through_pinned_memory_without_changing_values() -> None:
+    t = torch.randperm(1000)
+    on_gpu = to_device(t, CUDA)
+    assert on_gpu.device.type == "cuda" and not t.is_pinned()
+    torch.cuda.synchronize()
+    assert torch.equal(on_gpu.cpu(), t)
+    assert to_device(on_gpu, CUDA) is on_gpu

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from meal.config import register
 from meal.data import build_data
 from meal.data.augment import apply_params, normalize
+from meal.data.batch import to_device
 from meal.data.sources import make_synthetic
 from meal.data.tensor_loader import TensorLoader, steps_per_epoch
 from meal.errors import ConfigError
@@ -192,7 +193,6 @@ def test_a_cpu_store_on_a_cpu_device_yields_the_same_batches_bitwise(world_size:
     plain = TensorLoader(images, labels, device="cpu", **kwargs)
     stored = TensorLoader(images, labels, device="cpu", store="cpu", **kwargs)
     assert plain.store == plain.device == stored.store == stored.device == CPU
-    assert not stored.pin  # batches are pinned only on their way to a CUDA device
     for loader in (plain, stored):
         loader.set_epoch(3)
     ours = list(stored)
@@ -345,3 +345,8 @@ def test_folder_datasets_refuse_tensor_augmentations(tmp_path: Path) -> None:
     cfg = data_cfg("imagefolder", f"root={tmp_path}", "augment=pad_crop_flip")
     with pytest.raises(ConfigError, match=r"^data\.augment: 'pad_crop_flip' is not available for imagef"):
         build_data(cfg, tmp_path, seed=0, device=CPU)
+
+
+def test_to_device_leaves_cpu_tensors_alone_on_a_cpu_device() -> None:
+    t = torch.arange(5)
+    assert to_device(t, CPU) is t and not t.is_pinned()

@@ -91,9 +91,8 @@ class Discriminator(nn.Module):
 
 
 def _labels(n_student: int, n_teacher: int, ref: Tensor) -> Tensor:
-    student = torch.tensor([1.0, 0.0], dtype=ref.dtype, device=ref.device).expand(n_student, 2)
-    teacher = torch.tensor([0.0, 1.0], dtype=ref.dtype, device=ref.device).expand(n_teacher, 2)
-    return torch.cat([student, teacher], dim=0)
+    eye = torch.eye(2, dtype=ref.dtype, device=ref.device)  # made on the device: no copy from the host
+    return torch.cat([eye[0].expand(n_student, 2), eye[1].expand(n_teacher, 2)], dim=0)
 
 
 def discriminator_loss(
