@@ -194,9 +194,9 @@ def _first_conv_channels_last(model: torch.nn.Module) -> bool | None:
 
 
 def _compiled(model: torch.nn.Module) -> bool:
-    """Whether the model still runs compiled: a compiled forward set on it (``trainer.compile``), which a
-    compile failure replaces by the eager one, or ``nn.Module.compile``."""
-    return "forward" in model.__dict__ or getattr(model, "_compiled_call_impl", None) is not None
+    """Whether the model still runs compiled: ``trainer.compile`` sets a compiled forward on it, which a
+    compile failure replaces by the eager one."""
+    return "forward" in model.__dict__
 
 
 def profile_modes(runners: Sequence[Runner], out_dir: Path, device: torch.device,
@@ -343,6 +343,15 @@ def measure(cfg: DictConfig, steps: int, warmup: int, turn: int, work_dir: Path,
     return result
 
 
+def _compose(overrides: Sequence[str], run_dir: Path, threads: int | None) -> DictConfig:
+    """The run config of `overrides`, with ``--threads`` (when given) as `trainer.threads`."""
+    cfg = compose_config(list(overrides), run_dir)
+    if threads:
+        with open_dict(cfg):
+            cfg.trainer.threads = threads
+    return cfg
+
+
 def _release(device_type: str) -> None:
     """Free the previous regime's models and compiled graphs, so that the next one's peak is its own."""
     gc.collect()
@@ -361,10 +370,7 @@ def measure_regimes(names: Sequence[str], overrides: Sequence[str], steps: int, 
     for name in names:
         effective = merge_overrides(REGIMES[name], overrides)
         log.info("regime %s: %s", name, " ".join(effective))
-        cfg = compose_config(effective, work_dir / name / "run")
-        if threads:
-            with open_dict(cfg):
-                cfg.trainer.threads = threads
+        cfg = _compose(effective, work_dir / name / "run", threads)
         profile = None if profile_dir is None else profile_dir / name
         result = measure(cfg, steps, warmup, turn, work_dir / name, random_teachers, profile)
         results[name] = {"overrides": effective, **result}
@@ -408,10 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = measure_regimes(names, args.overrides, args.steps, args.warmup, args.turn, Path(tmp),
                                      args.random_teachers, args.threads, args.profile)
         else:
-            cfg = compose_config(args.overrides, Path(tmp) / "run")
-            if args.threads:
-                with open_dict(cfg):
-                    cfg.trainer.threads = args.threads
+            cfg = _compose(args.overrides, Path(tmp) / "run", args.threads)
             result = measure(cfg, args.steps, args.warmup, args.turn, Path(tmp), args.random_teachers, args.profile)
     if args.json:
         sys.stdout.write(json.dumps(result) + "\n")

@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from meal.config.validate import PRECISIONS
 from meal.errors import ConfigError
 from meal.methods.components.frozen import cast_frozen
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPILER_MODULES = ("torch._dynamo", "torch._inductor")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
