@@ -141,7 +141,7 @@ def _build_folder(cfg: Any, data_dir: Path, seed: int, device: torch.device, ran
     common = {"image_size": cfg.image_size, "resize": cfg.resize, "mean": list(cfg.mean), "std": list(cfg.std),
               "seed": seed}
     train_set = FolderDataset(root / "train", train=cfg.augment != "none", **common)
-    test_set = FolderDataset(root / "val", train=False, **common)
+    test_set = FolderDataset(root / "val", train=False, classes_of=train_set, **common)
     if len(train_set.folder.classes) > cfg.num_classes:
         raise ConfigError("data.num_classes", f"{root / 'train'} has {len(train_set.folder.classes)} classes, "
                           f"config says {cfg.num_classes}")
@@ -153,7 +153,7 @@ def _build_folder(cfg: Any, data_dir: Path, seed: int, device: torch.device, ran
                         device=device, subset=test_subset)
     val = None
     if val_idx is not None:
-        val_set = FolderDataset(root / "train", train=False, **common)
+        val_set = FolderDataset(root / "train", train=False, classes_of=train_set, **common)
         val = FolderLoader(val_set, batch_size=cfg.eval_batch_size, workers=cfg.workers, shuffle=False,
                            seed=seed, device=device, subset=val_idx)
     return DataBundle(cfg.name, train, test, val, cfg.num_classes, cfg.in_channels, cfg.image_size)

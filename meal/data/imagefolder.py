@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from meal.data.batch import Batch
 from meal.data.tensor_loader import check_sharding, epoch_generator, steps_per_epoch
-from meal.errors import DataError
+from meal.errors import ConfigError, DataError
 
 SCALE = (0.08, 1.0)
 RATIO = (3.0 / 4.0, 4.0 / 3.0)
@@ -48,11 +48,35 @@ def sample_crop_box(height: int, width: int, generator: torch.Generator) -> tupl
     return (height - h) // 2, (width - w) // 2, h, w
 
 
+def check_same_classes(root: Path, class_to_idx: dict[str, int], train_root: Path,
+                       train_class_to_idx: dict[str, int]) -> None:
+    """Refuse a split whose class folders differ from the training split's.
+
+    torchvision numbers the class folders of each split in sorted order, so two splits share one
+    class-to-index map exactly when they hold the same class folders; a split that lacks a class or
+    has one more would label every image after it with the wrong index.
+    """
+    if class_to_idx == train_class_to_idx:
+        return
+    missing = sorted(set(train_class_to_idx) - set(class_to_idx))
+    unknown = sorted(set(class_to_idx) - set(train_class_to_idx))
+    problems = [f"lacks {len(missing)} class folder(s) of {train_root}: {_shown(missing)}" if missing else "",
+                f"has {len(unknown)} class folder(s) that {train_root} lacks: {_shown(unknown)}" if unknown else ""]
+    raise ConfigError("data.root", f"{root} " + " and ".join(p for p in problems if p) + "; its labels would not "
+                      "match the training split's", f"give {root} exactly the class folders of {train_root}")
+
+
+def _shown(names: list[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
 class FolderDataset(Dataset):
     """torchvision ImageFolder that returns (image, label, index, crop box)."""
 
     def __init__(self, root: Path, train: bool, image_size: int, resize: int, mean: list[float],
-                 std: list[float], seed: int) -> None:
+                 std: list[float], seed: int, classes_of: FolderDataset | None = None) -> None:
+        """`classes_of`: the training split whose class-to-index map this split must share (see
+        :func:`check_same_classes`); None for the training split itself."""
         from torchvision import datasets
         from torchvision.transforms import v2
 
@@ -63,6 +87,9 @@ class FolderDataset(Dataset):
             self.folder = datasets.ImageFolder(str(root))
         except (FileNotFoundError, RuntimeError) as exc:
             raise DataError(f"data.root: {root} holds no class folders with images ({exc})") from exc
+        if classes_of is not None:
+            check_same_classes(root, self.folder.class_to_idx, Path(classes_of.folder.root),
+                               classes_of.folder.class_to_idx)
         self.train = train
         self.image_size = image_size
         self.seed = seed

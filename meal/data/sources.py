@@ -1,7 +1,10 @@
 """Load the in-memory datasets as uint8 tensors (N, C, H, W) and int64 labels.
 
-Lookup order for every dataset: `data.root`, then the dataset's usual system location, then a
-download (only when `data.download=true`); otherwise a one-line error saying how to get the data.
+An explicit `data.root` is the only place looked at: data missing there is an error (or, with
+`data.download=true`, downloaded there), never looked for elsewhere. Without `data.root` the dataset's
+usual locations are searched (Fashion-MNIST: the Debian package, then ``<paths.data_dir>/fashion_mnist``;
+the torchvision sets: ``<paths.data_dir>/<name>``), then it is downloaded when `data.download=true`;
+otherwise a one-line error says how to get the data.
 """
 
 from __future__ import annotations
@@ -48,8 +51,8 @@ def _fashion_dir(directory: Path) -> bool:
 
 
 def load_fashion_mnist(root: Path | None, default_root: Path, download: bool) -> TensorSplits:
-    """Fashion-MNIST from `root`, the Debian package, `default_root`, or a download."""
-    candidates = [p for p in (root, DEBIAN_FASHION_MNIST, default_root) if p is not None]
+    """Fashion-MNIST from `root` when given (only there), else the Debian package or `default_root`; or a download."""
+    candidates = [root] if root is not None else [DEBIAN_FASHION_MNIST, default_root]
     for directory in candidates:
         if _fashion_dir(directory):
             log.info("Fashion-MNIST from %s", directory)
@@ -61,6 +64,12 @@ def load_fashion_mnist(root: Path | None, default_root: Path, download: bool) ->
                 read_idx(files["test_labels"]).long(),
             )
     target = root or default_root
+    if not download and root is not None:
+        raise DataError(
+            f"data.root: Fashion-MNIST not found in {root} (an explicit data.root is the only place looked at; "
+            "put the four idx files there, fix the path, unset data.root to use the installed package "
+            "(`apt-get install dataset-fashion-mnist`), or set data.download=true)"
+        )
     if not download:
         raise DataError(
             f"data.root: Fashion-MNIST not found in {', '.join(str(p) for p in candidates)} "

@@ -204,21 +204,42 @@ def test_fashion_mnist_falls_back_to_the_default_root(tmp_path: Path, no_debian_
     assert splits.train_y.tolist() == arrays["train_labels"].tolist()
 
 
-@pytest.mark.parametrize("with_root", [True, False])
-def test_missing_fashion_mnist_explains_how_to_get_it(tmp_path: Path, no_debian_fashion: Path,
-                                                      with_root: bool) -> None:
-    partial = tmp_path / "partial"  # three of the four files
-    write_fake_fashion(partial)
-    (partial / "t10k-labels-idx1-ubyte.gz").unlink()
-    root = partial if with_root else None
+def test_missing_fashion_mnist_explains_how_to_get_it(tmp_path: Path, no_debian_fashion: Path) -> None:
     with pytest.raises(DataError) as info:
-        load_fashion_mnist(root, tmp_path / "default", download=False)
+        load_fashion_mnist(None, tmp_path / "default", download=False)
     message = str(info.value)
     assert message.startswith("data.root:")
     assert "dataset-fashion-mnist" in message
     assert "data.download" in message
-    for path in (no_debian_fashion, tmp_path / "default", *([partial] if with_root else [])):
+    for path in (no_debian_fashion, tmp_path / "default"):
         assert str(path) in message
+
+
+@pytest.mark.parametrize("root_kind", ["partial", "absent", "empty"])
+def test_an_explicit_fashion_root_without_the_data_is_an_error_not_a_fallback(
+    tmp_path: Path, no_debian_fashion: Path, root_kind: str
+) -> None:
+    write_fake_fashion(tmp_path / "default", n_train=4, n_test=3)  # a fallback that must not be used
+    write_fake_fashion(no_debian_fashion, n_train=5, n_test=2)
+    root = tmp_path / root_kind
+    if root_kind == "partial":  # three of the four files
+        write_fake_fashion(root)
+        (root / "t10k-labels-idx1-ubyte.gz").unlink()
+    elif root_kind == "empty":
+        root.mkdir()
+    with pytest.raises(DataError) as info:
+        load_fashion_mnist(root, tmp_path / "default", download=False)
+    message = str(info.value)
+    assert message.startswith(f"data.root: Fashion-MNIST not found in {root} (an explicit data.root is the only")
+    assert str(tmp_path / "default") not in message and str(no_debian_fashion) not in message
+    assert "data.download=true" in message
+
+
+def test_build_data_with_a_mistyped_fashion_root_is_refused(tmp_path: Path) -> None:
+    """Even with the Debian package installed, a data.root that does not exist is not replaced by it."""
+    cfg = data_cfg("fashion_mnist", f"root={tmp_path / 'fashoin'}")
+    with pytest.raises(DataError, match=r"^data\.root: Fashion-MNIST not found in \S+/fashoin \("):
+        build_data(cfg, tmp_path / "data_dir", seed=0, device=CPU)
 
 
 def test_build_data_without_fashion_mnist_is_a_data_error(tmp_path: Path, no_debian_fashion: Path) -> None:
@@ -394,6 +415,18 @@ def test_missing_torchvision_sets_explain_the_fix(tmp_path: Path, dataset: str) 
     assert message.startswith("data.root:")
     assert str(tmp_path / dataset) in message  # data_dir/<dataset> when data.root is unset
     assert "data.download" in message
+
+
+def test_an_explicit_torchvision_root_is_the_only_place_looked_at(tmp_path: Path, cifar10_root) -> None:
+    """data_dir/cifar10 holds the data, but data.root names an empty folder: an error naming that folder."""
+    data_dir = cifar10_root[0].parent  # the fixture wrote <tmp_path>/cifar10
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    assert build_data(data_cfg("cifar10"), data_dir, seed=0, device=CPU).train.num_samples == 15
+    with pytest.raises(DataError) as info:
+        build_data(data_cfg("cifar10", f"root={empty}"), data_dir, seed=0, device=CPU)
+    assert str(info.value).startswith(f"data.root: cifar10 not found or incomplete in {empty} (")
+    assert str(cifar10_root[0]) not in str(info.value).replace(str(empty), "")
 
 
 def test_build_data_reads_svhn_mat_files(tmp_path: Path,
@@ -647,3 +680,49 @@ def test_synthetic_labels_are_learnable() -> None:
     centroids = torch.stack([train[splits.train_y == c].mean(0) for c in range(10)])
     predicted = torch.cdist(test, centroids).argmin(1)
     assert (predicted == splits.test_y).float().mean() > 0.9
+
+
+def _rename_class(root: Path, split: str, old: str, new: str | None) -> None:
+    """Rename (or, with `new` None, delete) one class folder of a split."""
+    import shutil
+
+    folder = root / split / old
+    if new is None:
+        shutil.rmtree(folder)
+    else:
+        folder.rename(root / split / new)
+
+
+def test_a_validation_folder_lacking_a_class_is_refused(image_tree) -> None:
+    root, _ = image_tree
+    _rename_class(root, "val", "bee", None)  # torchvision alone would index cat as 1 in val/, 2 in train/
+    with pytest.raises(ConfigError) as info:
+        _folder_bundle(root)
+    assert info.value.key == "data.root"
+    assert str(info.value) == (
+        f"data.root: {root / 'val'} lacks 1 class folder(s) of {root / 'train'}: bee; its labels would not match "
+        f"the training split's (give {root / 'val'} exactly the class folders of {root / 'train'})")
+
+
+def test_a_validation_folder_with_an_unknown_class_is_refused(image_tree) -> None:
+    root, _ = image_tree
+    _rename_class(root, "val", "cat", "cow")
+    with pytest.raises(ConfigError) as info:
+        _folder_bundle(root)
+    message = str(info.value)
+    assert message.startswith(f"data.root: {root / 'val'} lacks 1 class folder(s) of {root / 'train'}: cat and "
+                              f"has 1 class folder(s) that {root / 'train'} lacks: cow;")
+
+
+def test_validation_labels_follow_the_training_class_map(image_tree) -> None:
+    root, _ = image_tree
+    bundle = _folder_bundle(root, "val_split=0.25")
+    train_map = bundle.train.dataset.folder.class_to_idx
+    assert train_map == {"ant": 0, "bee": 1, "cat": 2}
+    assert bundle.test.dataset.folder.class_to_idx == train_map
+    assert bundle.val.dataset.folder.class_to_idx == train_map
+    for loader in (bundle.test, bundle.val):
+        for batch in loader:
+            for index, label in zip(batch.index.tolist(), batch.y.tolist(), strict=True):
+                path, _ = loader.dataset.folder.samples[index]
+                assert label == train_map[Path(path).parent.name]
