@@ -65,18 +65,40 @@ def member_name(member: Any) -> str:
     return f"{member.arch}-s{member.seed}"
 
 
-def _check_sidecar(path: Path, data: Any, key: str) -> None:
+def _check_sidecar(path: Path, data: Any, key: str, required: bool) -> str:
+    """Check a teacher file against its JSON sidecar and return the file's SHA-256.
+
+    A zoo entry (`required`) is used only with a sidecar that parses and records the file's SHA-256. An
+    explicit checkpoint may come without a sidecar; one it has must parse and match the file too.
+    """
+    sha256 = file_sha256(path)
     sidecar = path.with_suffix(".json")
+    if required:
+        fix = f"delete {path} and {sidecar.name}, then train it again with teachers.train_missing=true"
+    else:
+        fix = f"restore the file, or delete {sidecar} if the file was replaced on purpose"
     if not sidecar.exists():
-        return
+        if required:
+            raise CheckpointError(f"{key}: zoo teacher {path} has no sidecar {sidecar.name} to check it against "
+                                  f"({fix}; or name the file in {key}.checkpoint to use it unchecked)")
+        return sha256
     try:
         info = json.loads(sidecar.read_text())
-    except (OSError, json.JSONDecodeError):
-        return
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{key}: the sidecar {sidecar} of teacher {path} cannot be read "
+                              f"({str(exc).splitlines()[0]}) ({fix})") from exc
+    recorded = info.get("sha256") if isinstance(info, dict) else None
+    if recorded is None and (required or not isinstance(info, dict)):
+        raise CheckpointError(f"{key}: the sidecar {sidecar} of teacher {path} records no sha256 ({fix})")
+    if recorded is not None and recorded != sha256:
+        raise CheckpointError(f"{key}: teacher {path} does not match the sha256 in its sidecar {sidecar.name} (file "
+                              f"{sha256[:12]}..., sidecar {str(recorded)[:12]}...): it changed after it was written "
+                              f"({fix})")
     for field_name, expected in (("classes", data.num_classes), ("in_channels", data.in_channels)):
         if field_name in info and info[field_name] != expected:
             raise ConfigError(key, f"teacher {path} was trained with {field_name}={info[field_name]}, the data has "
                               f"{expected}", "use a teacher trained on this dataset")
+    return sha256
 
 
 def _check_fits(model: nn.Module, name: str, data: Any, key: str, device: torch.device) -> None:
@@ -123,13 +145,13 @@ def load_teachers(cfg: Any, data: Any, device: torch.device,
                                     f"{training_command(member, cfg)} (or set teachers.train_missing=true)")
                 log.info("teacher %s is not in the zoo yet: training it first", member_name(member))
                 train_missing(member, path)
-        _check_sidecar(path, data, key)
+        sha256 = _check_sidecar(path, data, key, required=not member.checkpoint)
         model = build_model(member.arch, data.num_classes, data.in_channels, data.image_size,
                             pretrained=str(path), taps=list(member.taps) if member.taps else None,
                             key=f"{key}.arch").to(device)
         freeze(model)
         _check_fits(model, member_name(member), data, key, device)
-        teachers.append(Teacher(member_name(member), model, str(path), file_sha256(path)))
+        teachers.append(Teacher(member_name(member), model, str(path), sha256))
     names = [t.name for t in teachers]
     if len(set(names)) != len(names):
         raise ConfigError("teachers.members", f"teacher names repeat: {names}", "give members distinct names")
