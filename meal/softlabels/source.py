@@ -107,9 +107,12 @@ def open_or_build(teachers: Sequence[Teacher], data: Any, data_cfg: Any, method_
     spec = cache_spec(list(teachers), loader, data_cfg, method_cfg, int(data.num_classes))
     store = CacheStore(cache_root, spec)
     models = [t.model for t in teachers]
-    if not store.is_complete():
+    mmap = not isinstance(loader, TensorLoader)  # in-memory datasets: read it whole
+    tensors = store.open(mmap)
+    if tensors is None:
         with store.lock():
-            if not store.is_complete():
+            tensors = store.open(mmap, report=False)  # another process may have built it meanwhile
+            if tensors is None:
                 started = time.monotonic()
                 batch = int(build_batch or data_cfg.eval_batch_size)
                 if isinstance(loader, TensorLoader):
@@ -121,9 +124,10 @@ def open_or_build(teachers: Sequence[Teacher], data: Any, data_cfg: Any, method_
                 counts = store.build(compute, chunk_samples)
                 log.info("soft-label cache %s built in %.1fs (%d chunks computed, %d reused)", store.dir,
                          time.monotonic() - started, counts["computed"], counts["reused"])
-    else:
-        log.info("soft-label cache %s found", store.dir)
-    tensors = store.load(mmap=not isinstance(loader, TensorLoader))  # in-memory datasets: read it whole
+                tensors = store.open(mmap, report=False)
+    if tensors is None:
+        raise MealError(f"soft-label cache {store.dir}: {store.problem()} right after it was built (check the "
+                        f"disk it is on, then delete {store.dir} to build it again)")
     if device is None:
         device = next((p.device for m in models for p in m.parameters()), torch.device("cpu"))
     store_device = None if isinstance(loader, TensorLoader) else torch.device("cpu")

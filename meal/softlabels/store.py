@@ -5,13 +5,14 @@ Layout of ``<cache_dir>/<key>/``::
     manifest.json     written first: key, keyed inputs, layout, chunk plan
     chunks/NNNNNN.pt  one file per chunk of rows, each written atomically (tmp + rename)
     soft_labels.pt    all chunks concatenated (torch.save of a dict of tensors), written atomically
-    COMPLETE          JSON (key, size and SHA-256 of soft_labels.pt), written last
+    COMPLETE          JSON (key, size, SHA-256 and per-block CRC-32 checksums of soft_labels.pt), written last
     .lock             advisory lock held while building
 
-A cache is used only when ``COMPLETE`` exists, names the same key and matches the size of
-``soft_labels.pt``. A build killed at any point leaves no ``COMPLETE``; the next build takes over the
-chunks already written and computes the rest. Concurrent jobs that need the same cache serialise on
-the lock: one builds, the others wait and then read it.
+A cache is used only when ``COMPLETE`` exists, names the same key, matches the size of
+``soft_labels.pt`` and every block of that file matches its checksum (checked at every open, see
+:mod:`meal.softlabels.integrity`); a damaged cache is rebuilt, never read. A build killed at any point
+leaves no ``COMPLETE``; the next build takes over the chunks already written and computes the rest.
+Concurrent jobs that need the same cache serialise on the lock: one builds, the others wait and then read it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from typing import Any
 
 import torch
 
-from meal.engine.checkpoint import atomic_write, atomic_write_json, file_sha256
+from meal.engine.checkpoint import atomic_write, atomic_write_json
+from meal.softlabels.integrity import bad_block, file_digests, sha256_of
 from meal.softlabels.spec import CacheSpec
 
 log = logging.getLogger(__name__)
@@ -88,18 +90,35 @@ class CacheStore:
             return None
         return marker if isinstance(marker, dict) else None
 
-    def is_complete(self, verify: bool = False) -> bool:
-        """Whether a whole cache for this key is on disk (optionally re-hashing its tensor file)."""
+    def problem(self, checksums: bool = True, sha256: bool = False) -> str | None:
+        """Why this key's cache cannot be used; None when it is complete and intact.
+
+        Without `checksums` only the marker and the file size are looked at; with it every block of the
+        tensor file is checked against its CRC-32 (a marker written before block checksums is checked
+        against its SHA-256 instead); `sha256` re-hashes the whole file as well.
+        """
         marker = self._marker()
         if marker is None or marker.get("key") != self.spec.key:
-            return False
+            return f"no {self.MARKER} marker for this key"
         try:
             size = self.data_path.stat().st_size
         except OSError:
-            return False
+            return f"{self.DATA} is missing"
         if size != marker.get("size"):
-            return False
-        return not verify or file_sha256(self.data_path) == marker.get("sha256")
+            return f"{self.DATA} holds {size} bytes, its marker says {marker.get('size')}"
+        blocks = marker.get("checksums")
+        if checksums and isinstance(blocks, dict):
+            damage = bad_block(self.data_path, blocks)
+            if damage is not None:
+                return f"{self.DATA} is damaged: {damage}"
+        if (sha256 or (checksums and not isinstance(blocks, dict))) and sha256_of(self.data_path) != marker.get(
+                "sha256"):
+            return f"{self.DATA} does not match the SHA-256 its marker records"
+        return None
+
+    def is_complete(self, verify: bool = False) -> bool:
+        """Whether a whole cache for this key is on disk (with `verify`: every checksum and the SHA-256 match)."""
+        return self.problem(checksums=verify, sha256=verify) is None
 
     def status(self) -> str:
         """``complete``, ``partial`` (a build was started and not finished) or ``missing``."""
@@ -170,6 +189,7 @@ class CacheStore:
 
         Call under :meth:`lock`. Returns counts of chunks computed and reused.
         """
+        self.marker_path.unlink(missing_ok=True)  # a cache being built, or built again, is not complete
         plan = self._start(chunk_samples or default_chunk_samples(self.spec))
         done = set(self.done_chunks())
         computed, reused = 0, len(done & set(range(len(plan))))
@@ -200,13 +220,31 @@ class CacheStore:
             parts.append(chunk)
         tensors = {name: torch.cat([p[name] for p in parts], dim=0) for name in parts[0]}
         atomic_torch_save(self.data_path, tensors)
+        digests = file_digests(self.data_path)
         atomic_write_json(self.marker_path, {
-            "key": self.spec.key, "size": self.data_path.stat().st_size, "sha256": file_sha256(self.data_path),
-            "shapes": {k: list(v.shape) for k, v in tensors.items()},
+            "key": self.spec.key, "size": self.data_path.stat().st_size, "sha256": digests.sha256,
+            "checksums": digests.to_json(), "shapes": {k: list(v.shape) for k, v in tensors.items()},
         })
         shutil.rmtree(self.chunks_dir, ignore_errors=True)
         return redone
 
     def load(self, mmap: bool = True) -> dict[str, torch.Tensor]:
-        """The cached tensors on the CPU, memory-mapped from the file or read into memory."""
+        """The cached tensors on the CPU, memory-mapped from the file or read into memory (unchecked)."""
         return torch.load(self.data_path, map_location="cpu", weights_only=True, mmap=mmap)
+
+    def open(self, mmap: bool = True, report: bool = True) -> dict[str, torch.Tensor] | None:
+        """The cached tensors when the cache is complete and every block matches its checksum, else None.
+
+        With `report`, a cache that has a marker but cannot be used (damaged, cut short) is logged.
+        """
+        started = time.monotonic()
+        problem = self.problem(checksums=True)
+        if problem is not None:
+            if report and self.marker_path.exists():
+                log.warning("soft-label cache %s cannot be used (%s): building it again", self.dir, problem)
+            return None
+        checked = time.monotonic() - started
+        tensors = self.load(mmap)
+        log.info("soft-label cache %s: checksums verified in %.2fs, opened in %.2fs", self.dir, checked,
+                 time.monotonic() - started)
+        return tensors

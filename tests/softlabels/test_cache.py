@@ -205,6 +205,89 @@ def test_a_damaged_or_unmarked_cache_is_rebuilt(tmp_path: Path) -> None:
     assert store.is_complete(verify=True)
 
 
+def _flip_value_byte(path: Path, values: torch.Tensor) -> int:
+    """Flip one byte inside the stored bytes of `values` (the file keeps its size); return its offset."""
+    data = bytearray(path.read_bytes())
+    offset = bytes(data).find(values.contiguous().view(torch.uint8).numpy().tobytes()) + values.numel()
+    assert offset > values.numel(), "the tensor's bytes are stored as they are"
+    data[offset] ^= 0x40
+    path.write_bytes(bytes(data))
+    return offset
+
+
+def test_a_cache_with_flipped_bytes_is_rebuilt_not_trained_on(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    dcfg = data_cfg(augment="flip")
+    data = toy_data(dcfg)
+    teachers = toy_teachers()
+    first = open_or_build(teachers, data, dcfg, method_cfg(), tmp_path)
+    store = CacheStore(tmp_path, first.spec)
+    reference, pristine = first.values.clone(), store.data_path.read_bytes()
+    marker = json.loads(store.marker_path.read_text())
+    assert marker["checksums"]["algorithm"] == "crc32" and len(marker["checksums"]["blocks"]) == 1
+
+    _flip_value_byte(store.data_path, store.load(mmap=False)["values"])
+    assert store.data_path.stat().st_size == len(pristine) and store.status() == "complete"  # size alone: fooled
+    damaged = store.load(mmap=False)["values"].reshape(reference.shape)
+    assert (damaged != reference).sum() == 1, "torch.load reads the damaged value without complaint"
+    assert store.problem().startswith("soft_labels.pt is damaged: block 0 of 1 (bytes 0..")
+    assert store.open() is None and not store.is_complete(verify=True)
+
+    calls: list[tuple[int, int]] = []
+    real = source_module.finite_chunks
+
+    def counting(*args, **kwargs):
+        compute = real(*args, **kwargs)
+
+        def wrapped(start: int, end: int) -> dict[str, torch.Tensor]:
+            calls.append((start, end))
+            return compute(start, end)
+        return wrapped
+
+    monkeypatch.setattr(source_module, "finite_chunks", counting)
+    rebuilt = open_or_build(teachers, data, dcfg, method_cfg(), tmp_path)
+    assert calls == [(0, data.train.num_samples)], "every entry is computed again"
+    assert torch.equal(rebuilt.values, reference)
+    assert store.data_path.read_bytes() == pristine and store.is_complete(verify=True)
+
+
+def test_a_cache_marked_before_block_checksums_is_checked_by_its_sha256(tmp_path: Path) -> None:
+    dcfg = data_cfg(augment="flip")
+    data = toy_data(dcfg)
+    teachers = toy_teachers()
+    first = open_or_build(teachers, data, dcfg, method_cfg(), tmp_path)
+    store = CacheStore(tmp_path, first.spec)
+    marker = json.loads(store.marker_path.read_text())
+    del marker["checksums"]
+    store.marker_path.write_text(json.dumps(marker))
+    assert store.problem() is None
+    _flip_value_byte(store.data_path, first.values.cpu())
+    assert store.problem() == "soft_labels.pt does not match the SHA-256 its marker records"
+    assert torch.equal(open_or_build(teachers, data, dcfg, method_cfg(), tmp_path).values, first.values)
+    assert "checksums" in json.loads(store.marker_path.read_text()), "the rebuilt cache has block checksums"
+
+
+def test_a_cache_damaged_again_right_after_its_build_is_refused(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from meal.errors import MealError
+    from meal.softlabels import integrity
+    from meal.softlabels import store as store_module
+
+    def wrong(path: Path, block_bytes: int = integrity.BLOCK_BYTES) -> integrity.FileDigests:
+        digests = integrity.file_digests(path, block_bytes)
+        return integrity.FileDigests(block_bytes, [c ^ 1 for c in digests.blocks], digests.sha256)
+
+    monkeypatch.setattr(store_module, "file_digests", wrong)  # a disk that does not keep what was written
+    dcfg = data_cfg(augment="flip")
+    with pytest.raises(MealError) as info:
+        open_or_build(toy_teachers(), toy_data(dcfg), dcfg, method_cfg(), tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"soft-label cache {tmp_path}/")
+    assert ": soft_labels.pt is damaged: block 0 of 1 (bytes 0.." in message
+    assert message.endswith("right after it was built (check the disk it is on, then delete "
+                            f"{message.split()[2][:-1]} to build it again)")
+
+
 def _image_folder(root: Path, classes: int = 3, per_class: int = 3) -> None:
     generator = torch.Generator().manual_seed(0)
     for split in ("train", "val"):
