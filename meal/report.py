@@ -26,6 +26,8 @@ from meal.reporting import (
     Summary,
     aggregate,
     collect_runs,
+    find_baseline,
+    parse_baseline,
     plot_param,
     plot_series,
     read_manifests,
@@ -45,7 +47,9 @@ __all__ = [
     "aggregate",
     "build_parser",
     "collect_runs",
+    "find_baseline",
     "main",
+    "parse_baseline",
     "plot_param",
     "plot_series",
     "read_manifests",
@@ -70,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--metric", default="top1", choices=METRICS, help="metric to plot and rank by (default: top1)"
     )
     parser.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the configuration every other row is compared with (difference of means, 95%% CI, p-value), "
+        "e.g. --baseline method=ce; repeat to match several swept keys",
+    )
+    parser.add_argument(
         "--exclude",
         action="append",
         default=[],
@@ -90,6 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("%s", exc)
         return 2
     rows = aggregate(runs, args.metric, exclude=args.exclude)
+    try:
+        baseline = find_baseline(rows, parse_baseline(args.baseline)) if args.baseline and rows else None
+    except MealError as exc:
+        logger.error("error: %s", exc)
+        return 2
     skipped = skipped_runs(runs, args.metric)
     if not rows:
         logger.warning("no completed run with a numeric %s; the report lists skipped runs only", args.metric)
@@ -101,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         skipped=skipped,
         manifests=read_manifests(args.dirs),
         sweep_dirs=list(args.dirs),
+        baseline=baseline,
     )
     n_plots = sum(key.startswith("plot:") for key in paths)
     n_skipped = sum(len(r) for r in skipped.values())

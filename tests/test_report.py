@@ -138,17 +138,23 @@ def test_csv_columns_add_the_metric_after_top5() -> None:
         "top1_std",
         "top5_mean",
         "top5_std",
+        "top1_ci_low",
+        "top1_ci_high",
         "ensemble_top1_mean",
         "best_teacher_top1_mean",
         "img_per_s_mean",
         "seeds",
     ]
     cols = csv_columns([], "ensemble_top1")
-    assert cols[cols.index("top5_std") + 1 :][:3] == [
+    assert cols[cols.index("top5_std") + 1 :][:5] == [
         "ensemble_top1_mean",
         "ensemble_top1_std",
+        "ensemble_top1_ci_low",
+        "ensemble_top1_ci_high",
         "best_teacher_top1_mean",
     ]
+    with_baseline = csv_columns(["method"], baseline=True)
+    assert with_baseline[-7:] == ["diff_mean", "diff_ci_low", "diff_ci_high", "p_value", "test", "test_n", "seeds"]
 
 
 def test_report_end_to_end(sweep: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -254,7 +260,7 @@ def test_single_seed_and_partial_override_from_config(tmp_path: Path) -> None:
     rows = read_csv(root / "results.csv")
     assert [(r["method.gamma"], r["n"], r["top1_std"], r["ensemble_top1_mean"]) for r in rows] == [
         ("0.5", "1", "", ""),
-        ("1.0", "2", repr(round(statistics.stdev([72.0, 74.0]), 6)), ""),
+        ("1.0", "2", repr(statistics.stdev([72.0, 74.0])), ""),
     ]
     md = (root / "results.md").read_text()
     assert "| 0.5 | 1 | 70.00 ± - |" in md
@@ -281,3 +287,74 @@ def test_skipped_runs_grouped_by_reason(sweep: Path) -> None:
         "status failed": ["6"],
         "unreadable result.json": ["7"],
     }
+
+
+def method_sweep(root: Path, values: dict[str, list[float]], seeds: dict[str, list[int]] | None = None) -> Path:
+    """One job per (method, seed) with the given top1 values, as a multirun over ``method`` leaves it."""
+    job = 0
+    for method, top1s in values.items():
+        for seed, top1 in zip((seeds or {}).get(method, range(len(top1s))), top1s, strict=True):
+            make_job(root / str(job), [f"method={method}", f"seed={seed}"], result(method=method, seed=seed, top1=top1))
+            job += 1
+    return root
+
+
+def test_baseline_comparison_paired_by_seed(tmp_path: Path) -> None:
+    """CSV and markdown carry the hand-computed CI, difference, its CI and p-value (df = 2 closed form)."""
+    root = method_sweep(tmp_path / "sweep", {"ce": [90.5, 91.0, 90.6], "kd": [91.0, 91.5, 90.8], "meal_v2": [90.0]})
+    assert main([str(root), "--baseline", "method=ce"]) == 0
+    rows = {r["method"]: r for r in read_csv(root / "results.csv")}
+    ce, kd, v2 = rows["ce"], rows["kd"], rows["meal_v2"]
+    mean_ce, sd_ce = statistics.mean([90.5, 91.0, 90.6]), statistics.stdev([90.5, 91.0, 90.6])
+    assert float(ce["top1_ci_low"]) == pytest.approx(mean_ce - 4.302653 * sd_ce / 3**0.5, abs=1e-5)
+    assert float(ce["top1_ci_high"]) == pytest.approx(mean_ce + 4.302653 * sd_ce / 3**0.5, abs=1e-5)
+    assert ce["diff_mean"] == "" and ce["p_value"] == ""
+    # differences 0.5, 0.5, 0.2 -> mean 0.4, se 0.1, t 4 (df 2): p = 1 - 4 / sqrt(18)
+    assert float(kd["diff_mean"]) == pytest.approx(0.4, abs=1e-9)
+    assert float(kd["diff_ci_low"]) == pytest.approx(0.4 - 0.4302653, abs=1e-5)
+    assert float(kd["diff_ci_high"]) == pytest.approx(0.4 + 0.4302653, abs=1e-5)
+    assert float(kd["p_value"]) == pytest.approx(1 - 4 / 18**0.5, abs=1e-9)
+    assert (kd["test"], kd["test_n"]) == ("paired t", "3")
+    # one run against three: a difference but no test
+    assert float(v2["diff_mean"]) == pytest.approx(90.0 - mean_ce, abs=1e-9)
+    assert (v2["p_value"], v2["test"], v2["test_n"], v2["top1_ci_low"]) == ("", "Welch t", "1;3", "")
+
+    md = (root / "results.md").read_text()
+    assert "Baseline: `method=ce`" in md
+    kd_row = "| kd | 3 | 91.10 ± 0.36 | 90.00 ± 0.00 | [90.20, 92.00] | +0.40 | [-0.03, 0.83] | 0.0572 | paired t (3) |"
+    assert kd_row in md
+    assert "| ce | 3 | 90.70 ± 0.26 | 90.00 ± 0.00 | [90.04, 91.36] | baseline |" in md
+    png = root / "configurations_top1.png"
+    assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
+
+
+def test_baseline_welch_when_seeds_differ(tmp_path: Path) -> None:
+    root = method_sweep(
+        tmp_path / "sweep", {"ce": [2.0, 4.0], "kd": [1.0, 2.0, 3.0, 4.0]}, seeds={"ce": [7, 8], "kd": [0, 1, 2, 3]}
+    )
+    assert main([str(root), "--baseline", "method=ce"]) == 0
+    kd = {r["method"]: r for r in read_csv(root / "results.csv")}["kd"]
+    se2 = (5 / 3) / 4 + 2.0 / 2
+    df = se2**2 / (((5 / 3) / 4) ** 2 / 3 + (2.0 / 2) ** 2)
+    assert (kd["test"], kd["test_n"]) == ("Welch t", "4;2")
+    assert float(kd["diff_mean"]) == pytest.approx(-0.5, abs=1e-12)
+    assert df == pytest.approx(1.8971553, abs=1e-6)
+    assert float(kd["diff_ci_high"]) - float(kd["diff_mean"]) > 0.5 * 4.302653  # wider than a df=2 interval
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("method=dkd", "no configuration matches"),
+        ("student=x", "not a swept parameter"),
+        ("method", "expected KEY=VALUE"),
+    ],
+)
+def test_bad_baseline_is_one_error_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, spec: str, expected: str
+) -> None:
+    root = method_sweep(tmp_path / "sweep", {"ce": [90.0, 91.0], "kd": [91.0, 92.0]})
+    assert main([str(root), "--baseline", spec]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith("error: --baseline") and expected in errors[0]
+    assert not (root / "results.md").exists()

@@ -262,10 +262,11 @@ class Trainer:
         if self.rank == 0 and ((s.epoch + 1) % max(self.tcfg.eval_every, 1) == 0 or final):
             test = evaluate_model(self.method.student, self.data.test)
             metrics |= {"top1": test["top1"], "top5": test["top5"], "test_loss": test["loss"]}
+            s.last_eval = {"top1": test["top1"], "top5": test["top5"]}
             if self.data.val is not None:
                 val = evaluate_model(self.method.student, self.data.val)
                 metrics |= {"val_top1": val["top1"], "val_top5": val["top5"]}
-            s.last_eval = {"top1": test["top1"], "top5": test["top5"]}
+                s.last_eval |= {"val_top1": val["top1"], "val_top5": val["top5"]}
         if s.skipped_steps:
             metrics["skipped_steps"] = s.skipped_steps
         return metrics

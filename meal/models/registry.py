@@ -36,7 +36,10 @@ CIFAR_ZOO: dict[str, Callable[[int, int], nn.Module]] = {
 SMALL_ZOO: dict[str, Callable[[int, int, int], nn.Module]] = {
     "fmnist_cnn": small.fmnist_cnn,
     "fmnist_cnn_wide": small.fmnist_cnn_wide,
+    "fmnist_cnn_large": small.fmnist_cnn_large,
+    "fmnist_resnet": small.fmnist_resnet,
     "fmnist_mlp": small.fmnist_mlp,
+    "fmnist_small": small.fmnist_small,
     "fmnist_tiny": small.fmnist_tiny,
 }
 

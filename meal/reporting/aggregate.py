@@ -8,7 +8,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from meal.reporting.collect import RunRecord
+from meal.reporting.collect import ReportError, RunRecord
+from meal.reporting.stats import Interval, interval
 
 #: override keys (glob patterns) that never count as swept: the seed, Hydra's own settings and
 #: keys that choose where or how a run executes rather than what it computes
@@ -33,6 +34,8 @@ EXCLUDED_KEYS: tuple[str, ...] = (
 SUMMARY_FIELDS: tuple[str, ...] = (
     "top1",
     "top5",
+    "val_top1",
+    "val_top5",
     "best_top1",
     "ensemble_top1",
     "best_teacher_top1",
@@ -43,7 +46,7 @@ SUMMARY_FIELDS: tuple[str, ...] = (
 METRICS: tuple[str, ...] = (*SUMMARY_FIELDS, "params")
 #: fields holding percentages
 PERCENT_FIELDS: frozenset[str] = frozenset(
-    {"top1", "top5", "best_top1", "ensemble_top1", "best_teacher_top1"}
+    {"top1", "top5", "val_top1", "val_top5", "best_top1", "ensemble_top1", "best_teacher_top1"}
 )
 
 
@@ -119,6 +122,24 @@ class ConfigRow:
         """Sample standard deviation of a field (None when fewer than two runs have it)."""
         return self.stats[name].std if name in self.stats else None
 
+    def by_seed(self, name: str) -> dict[str, float]:
+        """``{seed: value}`` of a field over the runs that have it (a run without a seed keys by its name)."""
+        values: dict[str, float] = {}
+        for run in self.runs:
+            value = run.value(name)
+            if value is not None:
+                values[run.seed if run.seed is not None else run.name] = value
+        return values
+
+    def interval(self, name: str) -> Interval | None:
+        """Mean, std and 95% confidence interval of a field over seeds (None when no run has it)."""
+        values = list(self.by_seed(name).values())
+        return interval(values) if values else None
+
+    def label(self) -> str:
+        """``key=value, ...`` of the swept values (``all runs`` when nothing is swept)."""
+        return ", ".join(f"{k}={v}" for k, v in self.params.items()) or "all runs"
+
 
 def skip_reason(run: RunRecord, metric: str = "top1") -> str | None:
     """Why a run is left out of the aggregate (``"status failed"``, ...), or None to keep it."""
@@ -181,3 +202,40 @@ def aggregate(
     ]
     rows.sort(key=lambda row: row.sort_key)
     return rows
+
+
+def parse_baseline(spec: Sequence[str]) -> dict[str, str]:
+    """``["method=ce", "student=fmnist_tiny"]`` -> ``{"method": "ce", "student": "fmnist_tiny"}``.
+
+    Raises:
+        ReportError: an item without ``=``.
+    """
+    parsed: dict[str, str] = {}
+    for item in spec:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ReportError(f"--baseline {item!r}: expected KEY=VALUE, e.g. --baseline method=ce")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def find_baseline(rows: Sequence[ConfigRow], spec: dict[str, str]) -> ConfigRow:
+    """The one configuration whose swept values match every ``key=value`` of ``spec``.
+
+    Raises:
+        ReportError: a key is not swept, or no or several configurations match.
+    """
+    swept = list(rows[0].params) if rows else []
+    for key in spec:
+        if key not in swept:
+            listed = ", ".join(swept) or "none"
+            raise ReportError(f"--baseline {key}: not a swept parameter of these runs (swept: {listed})")
+    matches = [row for row in rows if all(row.params[k] == v for k, v in spec.items())]
+    wanted = ", ".join(f"{k}={v}" for k, v in spec.items())
+    if not matches:
+        raise ReportError(f"--baseline {wanted}: no configuration matches (configurations: "
+                          f"{'; '.join(row.label() for row in rows)})")
+    if len(matches) > 1:
+        raise ReportError(f"--baseline {wanted}: {len(matches)} configurations match; add a KEY=VALUE to "
+                          f"pick one of: {'; '.join(row.label() for row in matches)}")
+    return matches[0]

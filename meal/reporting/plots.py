@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from meal.reporting.aggregate import PERCENT_FIELDS, ConfigRow, as_number, value_sort_key
+from meal.reporting.stats import CONFIDENCE
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,45 @@ def plot_param(rows: Sequence[ConfigRow], param: str, path: Path, metric: str = 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight")
     return series
+
+
+def plot_configurations(
+    rows: Sequence[ConfigRow], path: Path, metric: str = "top1", baseline: ConfigRow | None = None
+) -> Path:
+    """One horizontal bar per configuration: the mean of ``metric`` with its 95% CI as error bar.
+
+    A configuration of a single run has no interval (a bare point). The baseline, when given, is
+    drawn in another colour with a dashed line at its mean.
+    """
+    shown = [(row, ci) for row, ci in ((row, row.interval(metric)) for row in rows) if ci is not None]
+    fig = Figure(figsize=(7.2, 0.45 * len(shown) + 1.4), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for y, (row, ci) in enumerate(shown):
+        err = [[ci.mean - ci.low], [ci.high - ci.mean]] if ci.low is not None and ci.high is not None else None
+        colour = "tab:orange" if row is baseline else "tab:blue"
+        ax.errorbar([ci.mean], [y], xerr=err, fmt="o", capsize=4, color=colour)
+        ax.annotate(
+            f"{ci.mean:.2f} (n={ci.n})",
+            (ci.mean, y),
+            textcoords="offset points",
+            xytext=(0, 7),
+            ha="center",
+            fontsize="small",
+        )
+    reference = baseline.interval(metric) if baseline is not None else None
+    if reference is not None:
+        ax.axvline(reference.mean, color="tab:orange", linestyle="--", alpha=0.6)
+    ax.set_yticks(range(len(shown)))
+    ax.set_yticklabels([row.label() for row, _ in shown], fontsize="small")
+    ax.set_ylim(-0.7, len(shown) - 0.3)
+    ax.invert_yaxis()
+    unit = " (%)" if metric in PERCENT_FIELDS else ""
+    ax.set_xlabel(f"{metric}{unit}: mean and {CONFIDENCE * 100:g}% confidence interval over seeds")
+    ax.grid(True, axis="x", alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight")
+    return path
 
 
 def _dodge(count: int, spread: float = 0.3) -> list[float]:

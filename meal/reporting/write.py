@@ -11,7 +11,8 @@ from typing import Any
 
 from meal.reporting.aggregate import ConfigRow, Summary
 from meal.reporting.collect import RunRecord
-from meal.reporting.plots import plot_param, safe_name
+from meal.reporting.plots import plot_configurations, plot_param, safe_name
+from meal.reporting.stats import CONFIDENCE, Comparison, compare
 
 logger = logging.getLogger(__name__)
 
@@ -31,27 +32,54 @@ BASE_COLUMNS: tuple[str, ...] = (
     "img_per_s_mean",
     "seeds",
 )
+#: columns added before ``seeds`` when the report compares every configuration with a baseline
+BASELINE_COLUMNS: tuple[str, ...] = ("diff_mean", "diff_ci_low", "diff_ci_high", "p_value", "test", "test_n")
 #: how many job names a skipped-runs line lists before eliding the rest
 MAX_LISTED = 12
 
 
-def csv_columns(params: Sequence[str], metric: str = "top1") -> list[str]:
-    """The header of ``results.csv``: swept parameters, then :data:`BASE_COLUMNS` (+ the metric's)."""
+def csv_columns(params: Sequence[str], metric: str = "top1", baseline: bool = False) -> list[str]:
+    """The header of ``results.csv``.
+
+    Swept parameters, then :data:`BASE_COLUMNS` with the metric's mean and std (when it has no column
+    of its own) and its confidence interval ``{metric}_ci_low/_ci_high`` after ``top5_std``; with a
+    baseline, :data:`BASELINE_COLUMNS` before ``seeds``.
+    """
     stats = list(BASE_COLUMNS)
+    extra = [f"{metric}_ci_low", f"{metric}_ci_high"]
     if metric not in ("top1", "top5"):
-        extra = [f"{metric}_mean", f"{metric}_std"]
+        extra = [f"{metric}_mean", f"{metric}_std", *extra]
         stats = [c for c in stats if c not in extra]
-        at = stats.index("top5_std") + 1
-        stats[at:at] = extra
+    at = stats.index("top5_std") + 1
+    stats[at:at] = extra
+    if baseline:
+        at = stats.index("seeds")
+        stats[at:at] = BASELINE_COLUMNS
     return [*params, *stats]
 
 
 def _csv_number(value: float | None) -> str:
-    return "" if value is None else repr(round(value, 6))
+    """Full precision (``repr``), empty when undefined."""
+    return "" if value is None else repr(float(value))
 
 
-def _csv_record(row: ConfigRow, columns: Sequence[str]) -> dict[str, str]:
+def _comparison_cells(comparison: Comparison | None) -> dict[str, str]:
+    if comparison is None:
+        return dict.fromkeys(BASELINE_COLUMNS, "")
+    return {
+        "diff_mean": _csv_number(comparison.diff),
+        "diff_ci_low": _csv_number(comparison.low),
+        "diff_ci_high": _csv_number(comparison.high),
+        "p_value": _csv_number(comparison.p),
+        "test": comparison.test,
+        "test_n": ";".join(str(n) for n in comparison.n),
+    }
+
+
+def _csv_record(row: ConfigRow, columns: Sequence[str], metric: str, comparison: Comparison | None) -> dict[str, str]:
     record: dict[str, str] = {}
+    ci = row.interval(metric)
+    cells = _comparison_cells(comparison)
     for column in columns:
         if column in row.params:
             record[column] = row.params[column]
@@ -59,6 +87,12 @@ def _csv_record(row: ConfigRow, columns: Sequence[str]) -> dict[str, str]:
             record[column] = str(row.n)
         elif column == "seeds":
             record[column] = ";".join(row.seeds)
+        elif column in cells:
+            record[column] = cells[column]
+        elif column == f"{metric}_ci_low":
+            record[column] = _csv_number(ci.low if ci else None)
+        elif column == f"{metric}_ci_high":
+            record[column] = _csv_number(ci.high if ci else None)
         else:
             name, _, stat = column.rpartition("_")
             summary = row.stats.get(name, Summary(None, None, 0))
@@ -66,15 +100,39 @@ def _csv_record(row: ConfigRow, columns: Sequence[str]) -> dict[str, str]:
     return record
 
 
-def write_csv(rows: Sequence[ConfigRow], path: Path, metric: str = "top1") -> Path:
+def comparisons(rows: Sequence[ConfigRow], baseline: ConfigRow | None, metric: str = "top1") -> list[Comparison | None]:
+    """Each row against the baseline (None for the baseline itself, and without one)."""
+    if baseline is None:
+        return [None] * len(rows)
+    reference = baseline.by_seed(metric)
+    return [
+        None if row is baseline or not row.by_seed(metric) else compare(row.by_seed(metric), reference) for row in rows
+    ]
+
+
+def write_csv(rows: Sequence[ConfigRow], path: Path, metric: str = "top1", baseline: ConfigRow | None = None) -> Path:
     """Write one line per configuration; undefined values (std of one run, no ensemble) are empty."""
-    columns = csv_columns(list(rows[0].params) if rows else [], metric)
+    columns = csv_columns(list(rows[0].params) if rows else [], metric, baseline is not None)
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
-        for row in rows:
-            writer.writerow(_csv_record(row, columns))
+        for row, comparison in zip(rows, comparisons(rows, baseline, metric), strict=True):
+            writer.writerow(_csv_record(row, columns, metric, comparison))
     return path
+
+
+def format_interval(low: float | None, high: float | None, digits: int = 2) -> str:
+    """``[83.90, 84.34]``; ``-`` when undefined."""
+    if low is None or high is None:
+        return "-"
+    return f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def format_p(p: float | None) -> str:
+    """A p-value with three significant digits (``<1e-4`` below that); ``-`` when undefined."""
+    if p is None:
+        return "-"
+    return "<1e-4" if p < 1e-4 else f"{p:.3g}"
 
 
 def format_summary(summary: Summary | None, digits: int = 2, with_std: bool = True) -> str:
@@ -135,8 +193,13 @@ def write_markdown(
     manifests: Mapping[str, Mapping[str, Any]] | None = None,
     sweep_dirs: Sequence[str] = (),
     plots: Mapping[str, Path] | None = None,
+    baseline: ConfigRow | None = None,
 ) -> Path:
-    """Write the results table (``mean ± std`` over seeds) with the sweep header and skip notes."""
+    """Write the results table (``mean ± std`` over seeds) with the sweep header and skip notes.
+
+    The metric also gets its 95% confidence interval; with a ``baseline`` every other row gets the
+    difference of means, its 95% confidence interval, the two-sided p-value and the test used.
+    """
     skipped = skipped or {}
     manifests = manifests or {}
     params = list(rows[0].params) if rows else []
@@ -158,9 +221,18 @@ def write_markdown(
         lines += [
             f"{_count(aggregated, 'completed run')} in {_count(len(rows), 'configuration')}. "
             f"Swept parameters: {swept}.",
-            "Values are mean ± sample std over seeds (`-` where a single run gives no std).",
+            "Values are mean ± sample std over seeds (`-` where a single run gives no std); "
+            f"`{metric} {_percent(CONFIDENCE)} CI` is the t interval of the mean.",
             "",
         ]
+        if baseline is not None:
+            lines += [
+                f"Baseline: `{baseline.label()}`. `Δ` is mean({metric}) minus the baseline's, with its "
+                f"{_percent(CONFIDENCE)} confidence interval and two-sided p-value: a paired t-test over seeds "
+                "where both rows hold the same seeds, Welch's t-test otherwise (`test`; `n`: pairs, or the two "
+                "run counts).",
+                "",
+            ]
     else:
         lines += [f"No completed run with a numeric `{metric}` yet.", ""]
     lines += [*_skipped_lines(skipped, total), ""]
@@ -172,14 +244,21 @@ def write_markdown(
     header = [*params, "n", "top1", "top5"]
     if metric_extra:
         header.append(metric)
+    header.append(f"{metric} {_percent(CONFIDENCE)} CI")
+    if baseline is not None:
+        header += ["Δ", f"Δ {_percent(CONFIDENCE)} CI", "p", "test (n)"]
     header += ["ensemble_top1", "best_teacher_top1", "img_per_s", "seeds"]
     lines.append("| " + " | ".join(_cell(h) for h in header) + " |")
     lines.append("|" + "|".join("---:" if h not in params and h != "seeds" else "---" for h in header) + "|")
-    for row in rows:
+    for row, comparison in zip(rows, comparisons(rows, baseline, metric), strict=True):
         cells = [*(row.params[p] for p in params), str(row.n)]
         cells += [format_summary(row.stats.get("top1")), format_summary(row.stats.get("top5"))]
         if metric_extra:
             cells.append(format_summary(row.stats.get(metric)))
+        ci = row.interval(metric)
+        cells.append(format_interval(ci.low, ci.high) if ci else "-")
+        if baseline is not None:
+            cells += _comparison_markdown(row is baseline, comparison)
         cells += [
             format_summary(row.stats.get("ensemble_top1"), with_std=False),
             format_summary(row.stats.get("best_teacher_top1"), with_std=False),
@@ -197,9 +276,30 @@ def write_markdown(
     if plots:
         lines += ["", "## Plots", ""]
         for param, plot_path in plots.items():
-            lines += [f"![{metric} vs {param}]({plot_path.name})", ""]
+            title = (
+                f"{metric} per configuration (mean, 95% CI)" if param == "configurations" else f"{metric} vs {param}"
+            )
+            lines += [f"![{title}]({plot_path.name})", ""]
     path.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
     return path
+
+
+def _percent(level: float) -> str:
+    return f"{level * 100:g}%"
+
+
+def _comparison_markdown(is_baseline: bool, comparison: Comparison | None) -> list[str]:
+    if is_baseline:
+        return ["baseline", "", "", ""]
+    if comparison is None:
+        return ["-", "-", "-", "-"]
+    n = " vs ".join(str(k) for k in comparison.n)
+    return [
+        f"{comparison.diff:+.2f}",
+        format_interval(comparison.low, comparison.high),
+        format_p(comparison.p),
+        f"{comparison.test} ({n})",
+    ]
 
 
 def write_report(
@@ -210,10 +310,12 @@ def write_report(
     skipped: Mapping[str, Sequence[RunRecord]] | None = None,
     manifests: Mapping[str, Mapping[str, Any]] | None = None,
     sweep_dirs: Sequence[str] = (),
+    baseline: ConfigRow | None = None,
 ) -> dict[str, Path]:
-    """Write ``results.csv``, ``results.md`` and ``plot_<param>.png`` per swept parameter.
+    """Write ``results.csv``, ``results.md``, ``plot_<param>.png`` per swept parameter and, for two or
+    more configurations, ``configurations_<metric>.png`` (each configuration's mean with its 95% CI).
 
-    Returns ``{"csv": path, "md": path, "plot:<param>": path, ...}``.
+    Returns ``{"csv": path, "md": path, "plot:<param>": path, ..., "configurations": path}``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -230,8 +332,12 @@ def write_report(
         path = out / f"{name}.png"
         plot_param(rows, param, path, metric)
         plots[param] = path
+    if len(rows) > 1:
+        plots["configurations"] = plot_configurations(
+            rows, out / f"configurations_{safe_name(metric)}.png", metric, baseline
+        )
     paths: dict[str, Path] = {
-        "csv": write_csv(rows, out / CSV_FILE, metric),
+        "csv": write_csv(rows, out / CSV_FILE, metric, baseline),
         "md": write_markdown(
             rows,
             out / MD_FILE,
@@ -240,7 +346,10 @@ def write_report(
             manifests=manifests,
             sweep_dirs=sweep_dirs,
             plots=plots,
+            baseline=baseline,
         ),
     }
-    paths.update({f"plot:{param}": path for param, path in plots.items()})
+    paths.update({f"plot:{param}": path for param, path in plots.items() if param != "configurations"})
+    if "configurations" in plots:
+        paths["configurations"] = plots["configurations"]
     return paths

@@ -26,6 +26,9 @@ CIFAR_TAPS = {
 SMALL_TAPS = {
     "fmnist_cnn": [(24, 14, 14), (32, 7, 7), (32, 3, 3), (64,)],
     "fmnist_cnn_wide": [(16, 14, 14), (32, 7, 7), (48, 3, 3), (96,)],
+    "fmnist_cnn_large": [(32, 14, 14), (64, 7, 7), (128, 3, 3), (256,)],
+    "fmnist_resnet": [(16, 28, 28), (32, 14, 14), (64, 7, 7), (64,)],
+    "fmnist_small": [(12, 14, 14), (24, 7, 7), (32, 3, 3), (64,)],
     "fmnist_tiny": [(8, 14, 14), (16, 7, 7), (16, 3, 3), (32,)],
     "fmnist_mlp": [(256,), (128,), (128,), (64,)],
 }
@@ -94,6 +97,23 @@ def test_small_nets_stay_small() -> None:
     counts = {arch: count_parameters(build_model(arch, 10, 1, 28)) for arch in SMALL_TAPS}
     assert counts["fmnist_tiny"] < min(counts["fmnist_cnn"], counts["fmnist_cnn_wide"]) < 100_000
     assert counts["fmnist_mlp"] < 300_000
+    # students well below every teacher of teachers=fmnist_strong
+    assert (counts["fmnist_tiny"], counts["fmnist_small"]) == (8_578, 28_894)
+    assert counts["fmnist_small"] < min(counts["fmnist_resnet"], counts["fmnist_cnn_large"], counts["fmnist_cnn_wide"])
+
+
+def test_small_resnet_shortcuts_project_only_where_shapes_change() -> None:
+    model = build_model("fmnist_resnet", 10, 1, 28).net
+    assert isinstance(model.stage1.shortcut, torch.nn.Identity)
+    for stage in (model.stage2, model.stage3):
+        conv = stage.shortcut[0]
+        assert (conv.kernel_size, conv.stride) == ((1, 1), (2, 2))
+    # the block adds its input: with the residual branch's last BN zeroed, a stage is relu(x)
+    with torch.no_grad():
+        torch.nn.init.zeros_(model.stage1.bn2.weight)
+        torch.nn.init.zeros_(model.stage1.bn2.bias)
+        x = torch.randn(2, 16, 28, 28)
+        assert torch.equal(model.stage1.eval()(x), torch.relu(x))
 
 
 def test_arch_names_are_case_insensitive() -> None:
