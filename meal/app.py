@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import time
@@ -26,7 +27,7 @@ from meal.errors import ConfigError, MealError
 from meal.methods import build_method, method_class
 from meal.models import build_model, count_parameters
 from meal.rundir import check_or_write_config, write_result
-from meal.teachers import export_to_zoo, load_teachers, zoo_entry
+from meal.teachers import export_to_zoo, load_teachers, recipe_of_run, zoo_entry
 from meal.tracking import build_tracker
 from meal.tracking.naming import run_group, run_name
 
@@ -81,6 +82,7 @@ def _train_teacher(cfg: DictConfig, member: Any, target: Path) -> None:
         teacher_cfg.trainer.epochs = t.epochs
         teacher_cfg.trainer.max_steps = None
         teacher_cfg.trainer.export_to_zoo = True
+        teacher_cfg.trainer.zoo_recipe = t.recipe
         teacher_cfg.optim.name = t.optim
         teacher_cfg.optim.lr = t.lr
         teacher_cfg.schedule.name = t.schedule
@@ -102,6 +104,8 @@ def _result(cfg: DictConfig, state: Any, epochs: int, method: Any, teachers: lis
         "steps": state.global_step,
         "top1": state.last_eval.get("top1"),
         "top5": state.last_eval.get("top5"),
+        "val_top1": state.last_eval.get("val_top1"),
+        "val_top5": state.last_eval.get("val_top5"),
         "best_top1": state.best_top1,
         "teacher_top1": teacher_eval.get("teacher_top1", {}),
         "ensemble_top1": teacher_eval.get("ensemble_top1"),
@@ -129,12 +133,25 @@ def _print_table(result: dict[str, Any]) -> None:
     log.info("results (%s, %s):\n%s", result["method"], result["dataset"], "\n".join(lines))
 
 
-def _check_zoo_target(cfg: DictConfig) -> Path | None:
+def _exported_by(target: Path, run_dir: Path) -> bool:
+    """True when the zoo entry's sidecar says this run directory exported it (a re-run of a finished run)."""
+    try:
+        info = json.loads(target.with_suffix(".json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(info, dict) and info.get("run_dir") == str(run_dir)
+
+
+def _check_zoo_target(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """The zoo entry this run exports to; None when it exports nothing or already exported it."""
     if not cfg.trainer.export_to_zoo:
         return None
     if cfg.method.name != "ce":
         raise ConfigError("trainer.export_to_zoo", "only method=ce runs export teachers to the zoo")
-    target = zoo_entry(Path(cfg.paths.zoo), cfg.data.name, cfg.student.arch, int(cfg.seed))
+    target = zoo_entry(Path(cfg.paths.zoo), cfg.data.name, cfg.student.arch, int(cfg.seed), cfg.trainer.zoo_recipe)
+    if target.exists() and _exported_by(target, run_dir):
+        log.info("zoo entry %s was exported by this run already", target)
+        return None
     if target.exists():
         raise ConfigError("trainer.export_to_zoo", f"zoo entry {target} exists and is never overwritten",
                           "delete it first, or train with another seed")
@@ -152,7 +169,7 @@ def train(cfg: DictConfig, run_dir: Path, job_type: str = "train") -> dict[str, 
     started = time.monotonic()
     validate(cfg)
     dist = distributed.setup()
-    zoo_target = _check_zoo_target(cfg)
+    zoo_target = _check_zoo_target(cfg, run_dir)
     if dist.rank == 0:
         check_or_write_config(cfg, run_dir)
     if cfg.trainer.threads:
@@ -201,7 +218,7 @@ def train(cfg: DictConfig, run_dir: Path, job_type: str = "train") -> dict[str, 
             export_to_zoo(student.net if hasattr(student, "net") else student, zoo_target, {
                 "arch": cfg.student.arch, "dataset": cfg.data.name, "classes": data.num_classes,
                 "in_channels": data.in_channels, "image_size": data.image_size, "seed": int(cfg.seed),
-                "top1": result["top1"], "top5": result["top5"], "epochs": state.epoch,
+                "top1": result["top1"], "top5": result["top5"], "epochs": state.epoch, "recipe": recipe_of_run(cfg),
                 "config": OmegaConf.to_container(cfg, resolve=True), "run_dir": str(run_dir),
             })
         exit_code = 0

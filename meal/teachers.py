@@ -25,9 +25,66 @@ from meal.models import build_model
 log = logging.getLogger(__name__)
 
 
-def zoo_entry(zoo: Path, dataset: str, arch: str, seed: int) -> Path:
-    """Path of a zoo checkpoint: ``<zoo>/<dataset>/<arch>-s<seed>.pt``."""
-    return Path(zoo).expanduser() / dataset / f"{arch}-s{seed}.pt"
+#: the fields of a teacher set's `training` block that make up a recipe, as recorded in zoo sidecars
+RECIPE_FIELDS: tuple[str, ...] = ("epochs", "optim", "lr", "schedule", "train_subset")
+
+
+def zoo_entry(zoo: Path, dataset: str, arch: str, seed: int, recipe: str | None = None) -> Path:
+    """Path of a zoo checkpoint: ``<zoo>/<dataset>/<arch>-s<seed>.pt``, or ``...-s<seed>-<recipe>.pt``."""
+    suffix = f"-{recipe}" if recipe else ""
+    return Path(zoo).expanduser() / dataset / f"{arch}-s{seed}{suffix}.pt"
+
+
+def recipe_of_run(cfg: Any) -> dict[str, Any]:
+    """The recipe a `method=ce` run trains with (what its zoo sidecar records under ``recipe``)."""
+    return {"name": cfg.trainer.zoo_recipe, "epochs": int(cfg.trainer.epochs) if cfg.trainer.epochs else None,
+            "optim": cfg.optim.name, "lr": float(cfg.optim.lr), "schedule": cfg.schedule.name,
+            "train_subset": cfg.data.train_subset, "batch_size": int(cfg.data.batch_size),
+            "weight_decay": float(cfg.optim.weight_decay), "augment": cfg.data.augment}
+
+
+def recorded_recipe(info: dict[str, Any]) -> dict[str, Any] | None:
+    """The recipe a zoo sidecar records; for sidecars written before recipes, read from its config."""
+    if isinstance(info.get("recipe"), dict):
+        return info["recipe"]
+    config = info.get("config")
+    if not isinstance(config, dict):
+        return None
+    try:
+        return {"epochs": config["trainer"]["epochs"], "optim": config["optim"]["name"],
+                "lr": config["optim"]["lr"], "schedule": config["schedule"]["name"],
+                "train_subset": config["data"]["train_subset"]}
+    except (KeyError, TypeError):
+        return None
+
+
+def recipe_mismatch(recorded: dict[str, Any], training: Any) -> list[str]:
+    """``field=recorded (set asks for asked)`` for each recipe field where a sidecar and a set differ."""
+    differences = []
+    for name in RECIPE_FIELDS:
+        asked, had = getattr(training, name), recorded.get(name)
+        same = had == asked if not isinstance(asked, float) else had is not None and float(had) == float(asked)
+        if not same:
+            differences.append(f"{name}={had} (the set asks for {asked})")
+    return differences
+
+
+def check_recipe(path: Path, training: Any, key: str) -> None:
+    """Refuse a zoo teacher whose sidecar records another recipe than the teacher set's `training` block."""
+    sidecar = path.with_suffix(".json")
+    try:
+        info = json.loads(sidecar.read_text())
+    except (OSError, json.JSONDecodeError):
+        return  # an unreadable or missing sidecar is reported by the integrity check
+    recorded = recorded_recipe(info) if isinstance(info, dict) else None
+    if recorded is None:
+        raise ConfigError(key, f"zoo teacher {path} records no training recipe in {sidecar.name}",
+                          "retrain it into the zoo, or point teachers.members[i].checkpoint at the file")
+    differences = recipe_mismatch(recorded, training)
+    if differences:
+        raise ConfigError(key, f"zoo teacher {path} was trained with {', '.join(differences)}",
+                          "use a teacher set whose `training` block matches the file, or give this recipe its "
+                          "own name (teachers.training.recipe) so its teachers get their own zoo files")
 
 
 def training_command(member: Any, cfg: Any) -> str:
@@ -138,7 +195,8 @@ def load_teachers(cfg: Any, data: Any, device: torch.device,
                 raise CheckpointError(f"{key}.checkpoint: teacher file {path} not found (fix the path or remove "
                                       "the checkpoint to use the zoo)")
         else:
-            path = zoo_entry(Path(cfg.paths.zoo), cfg.data.name, member.arch, member.seed)
+            path = zoo_entry(Path(cfg.paths.zoo), cfg.data.name, member.arch, member.seed,
+                             cfg.teachers.training.recipe)
             if not path.is_file():
                 if not (cfg.teachers.train_missing and train_missing is not None):
                     raise MealError(f"{key}: teacher {path} is not in the zoo; train it with: "
@@ -146,6 +204,8 @@ def load_teachers(cfg: Any, data: Any, device: torch.device,
                 log.info("teacher %s is not in the zoo yet: training it first", member_name(member))
                 train_missing(member, path)
         sha256 = _check_sidecar(path, data, key, required=not member.checkpoint)
+        if not member.checkpoint:
+            check_recipe(path, cfg.teachers.training, key)
         model = build_model(member.arch, data.num_classes, data.in_channels, data.image_size,
                             pretrained=str(path), taps=list(member.taps) if member.taps else None,
                             key=f"{key}.arch").to(device)
