@@ -26,7 +26,7 @@ from meal.engine.trainer import Trainer, images_per_second
 from meal.errors import ConfigError, MealError
 from meal.methods import build_method, method_class
 from meal.models import build_model, count_parameters
-from meal.rundir import check_or_write_config, write_result
+from meal.rundir import check_config, hold_run_dir, write_config, write_result
 from meal.teachers import export_to_zoo, load_teachers, recipe_of_run, zoo_entry
 from meal.tracking import build_tracker
 from meal.tracking.naming import run_group, run_name
@@ -165,13 +165,19 @@ def _build_student(cfg: DictConfig, data: DataBundle, device: torch.device) -> t
 
 
 def train(cfg: DictConfig, run_dir: Path, job_type: str = "train") -> dict[str, Any]:
-    """Run one training job in `run_dir` (resuming it when it holds a checkpoint)."""
+    """Run one training job in `run_dir` (resuming it when it holds a checkpoint), holding the directory's lock."""
     started = time.monotonic()
     validate(cfg)
     dist = distributed.setup()
+    with hold_run_dir(run_dir, rank0=dist.rank == 0):
+        return _train(cfg, run_dir, job_type, started, dist)
+
+
+def _train(cfg: DictConfig, run_dir: Path, job_type: str, started: float,
+           dist: distributed.DistInfo) -> dict[str, Any]:
     zoo_target = _check_zoo_target(cfg, run_dir)
     if dist.rank == 0:
-        check_or_write_config(cfg, run_dir)
+        check_config(cfg, run_dir)  # a restart with another config is refused before any work
     if cfg.trainer.threads:
         torch.set_num_threads(int(cfg.trainer.threads))
     seed_everything(int(cfg.seed))  # the same initial weights on every rank
@@ -189,6 +195,8 @@ def train(cfg: DictConfig, run_dir: Path, job_type: str = "train") -> dict[str, 
     epochs = resolve_epochs(cfg.trainer, cfg.schedule)
     stretch = max(len(teachers), 1) if getattr(cfg.method, "epochs_per_teacher", False) else 1
     epochs *= stretch  # the schedule plays `stretch` times slower over the longer run
+    if dist.rank == 0:
+        write_config(cfg, run_dir)  # every check has passed: only now does the directory record this run
     tracker = build_tracker(cfg.logger, run_dir, OmegaConf.to_container(cfg, resolve=True), name=run_name(cfg),
                             group=run_group(cfg, run_dir), job_type=cfg.logger.job_type or job_type,
                             tags=[cfg.method.name, cfg.data.name], rank=dist.rank)

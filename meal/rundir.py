@@ -1,8 +1,11 @@
-"""The run directory contract: resolved config written once and compared on restart, result.json."""
+"""The run directory contract: one run at a time, resolved config compared on restart and written once
+every check has passed, result.json."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from meal.engine.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text
 from meal.errors import MealError
+from meal.runlock import RunDirLock
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +64,34 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix]
 
 
-def check_or_write_config(cfg: DictConfig, run_dir: Path) -> bool:
-    """Write resolved_config.yaml on first start; on restart refuse a config that differs.
+@contextlib.contextmanager
+def hold_run_dir(run_dir: Path, rank0: bool = True) -> Iterator[None]:
+    """Hold `run_dir`'s lock for the enclosed run (rank 0 only) and undo Hydra's record of a refused start.
 
-    Returns True when the run directory already held a config (a restart).
+    A second start while the lock is held is refused (MealError naming the holder). When the run ends
+    with a MealError, Hydra's record in ``.hydra/`` is put back to that of the last accepted start.
+    """
+    if not rank0:
+        yield
+        return
+    try:
+        lock = RunDirLock(run_dir).acquire()
+    except MealError:
+        _restore_hydra_record(_hydra_record(run_dir))
+        raise
+    try:
+        yield
+    except MealError:
+        _restore_hydra_record(_hydra_record(run_dir))
+        raise
+    finally:
+        lock.release()
+
+
+def check_config(cfg: DictConfig, run_dir: Path) -> bool:
+    """On restart refuse a config that differs from the run's resolved_config.yaml; write nothing.
+
+    Returns True when the run directory already holds a config (a restart).
     """
     path = run_dir / RESOLVED_CONFIG
     current = comparable_config(cfg)
@@ -85,12 +113,18 @@ def check_or_write_config(cfg: DictConfig, run_dir: Path) -> bool:
                 f"{run_dir}: this run directory holds a run with a different config: {shown}; "
                 f"restart it with its original overrides{where}, or use a new directory (hydra.run.dir=...)"
             )
-        _keep_hydra_record(record)
         return True
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(current)))
-    _keep_hydra_record(record)
     return False
+
+
+def write_config(cfg: DictConfig, run_dir: Path) -> None:
+    """Accept this start once every check has passed: write resolved_config.yaml on the first start
+    (so a start refused earlier, e.g. for a mistyped path, leaves none) and keep Hydra's record of it."""
+    path = run_dir / RESOLVED_CONFIG
+    if not path.exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(comparable_config(cfg))))
+    _keep_hydra_record(_hydra_record(run_dir))
 
 
 def _hydra_record(run_dir: Path) -> Path | None:

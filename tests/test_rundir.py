@@ -1,0 +1,100 @@
+"""The run directory: nothing is recorded before every check passed, one run at a time, restarts compared first."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from meal.app import train
+from meal.errors import CheckpointError, DataError, MealError
+from meal.models import build_model
+from meal.rundir import RESOLVED_CONFIG
+from meal.runlock import LOCK_FILE
+from tests.conftest import compose_config, needs_fashion_mnist
+from tests.test_runlock import hold_in_subprocess
+
+TINY = [
+    "data=synthetic",
+    "data.train_size=64",
+    "data.test_size=32",
+    "data.batch_size=32",
+    "data.eval_batch_size=32",
+    "logger=none",
+    "method=ce",
+    "teachers=none",
+    "trainer.epochs=1",
+    "trainer.progress=off",
+    "trainer.threads=1",
+]
+
+
+def _files(run: Path) -> list[str]:
+    return sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+
+
+def _teacher(path: Path) -> str:
+    torch.save(build_model("fmnist_cnn", 10, 3, 32).state_dict(), path)
+    return f"teachers.members=[{{arch:fmnist_cnn,checkpoint:{path}}}]"
+
+
+def test_a_start_refused_for_a_mistyped_teacher_records_nothing_and_the_fixed_command_runs(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    good = _teacher(tmp_path / "teacher.pt")
+    typo = good.replace("teacher.pt", "teachr.pt")
+    with pytest.raises(CheckpointError, match=r"^teachers\.members\[0\]\.checkpoint: teacher file \S+teachr\.pt"):
+        train(compose_config([*TINY, "method=kd", typo], run), run)
+    assert _files(run) == [LOCK_FILE], "no resolved_config.yaml, checkpoint or metrics"
+
+    result = train(compose_config([*TINY, "method=kd", good], run), run)
+    assert result["status"] == "completed" and result["teachers"] == ["teacher"]
+    saved = OmegaConf.load(run / RESOLVED_CONFIG)
+    assert saved.teachers.members[0].checkpoint == str(tmp_path / "teacher.pt")
+
+
+@needs_fashion_mnist
+def test_a_start_refused_for_a_mistyped_data_root_records_nothing(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    fashion = [
+        *(o for o in TINY if not o.startswith("data.")),
+        "data=fashion_mnist",
+        "data.train_subset=64",
+        "data.test_subset=32",
+        "data.batch_size=32",
+    ]
+    with pytest.raises(DataError, match=r"^data\.root: Fashion-MNIST not found in \S+/fashoin \("):
+        train(compose_config([*fashion, f"data.root={tmp_path / 'fashoin'}"], run), run)
+    assert _files(run) == [LOCK_FILE]
+    assert train(compose_config(fashion, run), run)["status"] == "completed"
+
+
+def test_a_second_start_is_refused_while_the_first_holds_the_directory(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    holder = hold_in_subprocess(run)
+    try:
+        with pytest.raises(MealError, match=rf"^{run}: another run is using this directory \(pid {holder.pid} on "):
+            train(compose_config(TINY, run), run)
+        assert _files(run) == [LOCK_FILE]
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    result = train(compose_config(TINY, run), run)  # the killed holder left the file, not the lock
+    assert result["status"] == "completed" and (run / RESOLVED_CONFIG).is_file()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(row["epoch"], row["step"]) for row in rows] == [(1, 2)], "one run wrote its epoch, once"
+
+
+def test_a_restart_with_another_config_is_refused_before_any_work_and_the_original_resumes(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    first = train(compose_config([*TINY, "trainer.epochs=2", "trainer.max_steps=2"], run), run)
+    assert first["status"] == "stopped" and first["steps"] == 2
+    before = {name: (run / name).read_bytes() for name in _files(run) if name != LOCK_FILE}
+    with pytest.raises(MealError, match=r"different config: optim\.lr \(was 0\.1, now 0\.2\)"):
+        train(compose_config([*TINY, "trainer.epochs=2", "optim.lr=0.2"], run), run)
+    assert {name: (run / name).read_bytes() for name in before} == before
+    resumed = train(compose_config([*TINY, "trainer.epochs=2"], run), run)
+    assert resumed["status"] == "completed" and resumed["steps"] == 4 and resumed["epochs"] == 2
