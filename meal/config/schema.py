@@ -13,6 +13,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from meal.config.ranges import ranged
 from meal.tracking.config import LoggerConfig
 
 CIFAR_MEAN = [0.4914, 0.4822, 0.4465]
@@ -26,23 +27,23 @@ class DataConfig:
     name: str = MISSING
     root: str | None = None
     download: bool = False
-    num_classes: int = 10
-    in_channels: int = 3
-    image_size: int = 32
-    train_subset: int | None = None
-    test_subset: int | None = None
-    val_split: float = 0.0
-    batch_size: int = 128
-    eval_batch_size: int = 1000
-    workers: int = 0
+    num_classes: int = ranged(10, ge=1)
+    in_channels: int = ranged(3, ge=1)
+    image_size: int = ranged(32, ge=1)
+    train_subset: int | None = ranged(None, ge=1)
+    test_subset: int | None = ranged(None, ge=1)
+    val_split: float = ranged(0.0, ge=0, lt=1)
+    batch_size: int = ranged(128, ge=1)
+    eval_batch_size: int = ranged(1000, ge=1)
+    workers: int = ranged(0, ge=0)
     augment: str = "none"
-    pad: int = 4
+    pad: int = ranged(4, ge=0)
     normalize: bool = True
-    mean: list[float] = field(default_factory=lambda: list(CIFAR_MEAN))
-    std: list[float] = field(default_factory=lambda: list(CIFAR_STD))
-    train_size: int = 1024
-    test_size: int = 256
-    resize: int = 256
+    mean: list[float] = ranged(factory=lambda: list(CIFAR_MEAN))
+    std: list[float] = ranged(factory=lambda: list(CIFAR_STD), gt=0)
+    train_size: int = ranged(1024, ge=1)
+    test_size: int = ranged(256, ge=1)
+    resize: int = ranged(256, ge=1)
     on_device: bool = True
 
 
@@ -62,7 +63,7 @@ class TeacherMember:
 
     arch: str = MISSING
     checkpoint: str | None = None
-    seed: int = 0
+    seed: int = ranged(0, ge=0, lt=2**32)
     name: str | None = None
     taps: list[str] | None = None
 
@@ -71,11 +72,11 @@ class TeacherMember:
 class TeacherTraining:
     """How a missing zoo teacher is trained when `teachers.train_missing` is on."""
 
-    epochs: int = 10
-    lr: float = 0.05
+    epochs: int = ranged(10, ge=1)
+    lr: float = ranged(0.05, gt=0)
     optim: str = "sgd"
     schedule: str = "cosine"
-    train_subset: int | None = None
+    train_subset: int | None = ranged(None, ge=1)
 
 
 @dataclass
@@ -100,7 +101,7 @@ class CEMethodConfig(MethodConfig):
     """Plain supervised training with cross-entropy on the labels."""
 
     name: str = "ce"
-    label_smoothing: float = 0.0
+    label_smoothing: float = ranged(0.0, ge=0, le=1)
 
 
 @dataclass
@@ -108,14 +109,14 @@ class AdversarialConfig:
     """Discriminator settings shared by MEAL v1 and MEAL V2."""
 
     adversarial: str = "grl"
-    d_lr: float = 1e-3
+    d_lr: float = ranged(1e-3, gt=0)
     d_optim: str = "sgd"
-    d_momentum: float = 0.9
-    d_weight_decay: float = 5e-4
-    d_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    d_momentum: float = ranged(0.9, ge=0, lt=1)
+    d_weight_decay: float = ranged(5e-4, ge=0)
+    d_betas: list[float] = ranged(factory=lambda: [0.5, 0.999], ge=0, lt=1)
     d_schedule: str = "student"
-    K: int = 2
-    d_min_hidden: int = 1
+    K: int = ranged(2, ge=1)
+    d_min_hidden: int = ranged(1, ge=1)
     d_final_relu: bool = False
 
 
@@ -124,12 +125,12 @@ class MealV1MethodConfig(MethodConfig, AdversarialConfig):
     """MEAL (v1): block-wise similarity losses and one discriminator per selected block."""
 
     name: str = "meal_v1"
-    out_layer: list[int] = field(default_factory=lambda: [-1])
-    out_dims: list[int] = field(default_factory=lambda: [10])
-    gamma: list[float] = field(default_factory=lambda: [1.0])
-    eta: list[float] = field(default_factory=lambda: [1.0])
+    out_layer: list[int] = ranged(factory=lambda: [-1])  # block indices; the student's bounds are checked
+    out_dims: list[int] = ranged(factory=lambda: [10], ge=1)
+    gamma: list[float] = ranged(factory=lambda: [1.0], ge=0)
+    eta: list[float] = ranged(factory=lambda: [1.0], ge=0)
     similarity: str = "ce"
-    temperature: float = 1.0
+    temperature: float = ranged(1.0, gt=0)
     pool: str = "avg"
     teacher_selection: str = "random"
     epochs_per_teacher: bool = False
@@ -142,8 +143,8 @@ class SoftLabelConfig:
     soft_labels: str = "online"
     cache_dir: str | None = None
     cache_dtype: str = "float16"
-    cache_topk: int | None = None
-    cache_crops: int = 16
+    cache_topk: int | None = ranged(None, ge=1)
+    cache_crops: int = ranged(16, ge=1)
 
 
 @dataclass
@@ -151,15 +152,15 @@ class MealV2MethodConfig(MethodConfig, AdversarialConfig, SoftLabelConfig):
     """MEAL V2: KL to the mean teacher softmax plus one discriminator on the outputs."""
 
     name: str = "meal_v2"
-    temperature: float = 1.0
-    eta: float = 1.0
+    temperature: float = ranged(1.0, gt=0)
+    eta: float = ranged(1.0, ge=0)
     loss: str = "ce"
-    K: int = 8
-    d_min_hidden: int = 4
-    d_lr: float = 1e-4
-    d_weight_decay: float = 0.0
-    cutmix: float = 0.0
-    cutmix_alpha: float = 1.0
+    K: int = ranged(8, ge=1)
+    d_min_hidden: int = ranged(4, ge=1)
+    d_lr: float = ranged(1e-4, gt=0)
+    d_weight_decay: float = ranged(0.0, ge=0)
+    cutmix: float = ranged(0.0, ge=0, le=1)
+    cutmix_alpha: float = ranged(1.0, gt=0)
 
 
 @dataclass
@@ -167,8 +168,8 @@ class KDMethodConfig(MethodConfig, SoftLabelConfig):
     """Hinton knowledge distillation: hard-label CE + temperature-scaled KL to the ensemble."""
 
     name: str = "kd"
-    alpha: float = 0.9
-    temperature: float = 4.0
+    alpha: float = ranged(0.9, ge=0, le=1)
+    temperature: float = ranged(4.0, gt=0)
 
 
 @dataclass
@@ -176,12 +177,12 @@ class OptimConfig:
     """Student optimizer (`optim=` group): sgd or adamw."""
 
     name: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
+    lr: float = ranged(0.1, gt=0)
+    momentum: float = ranged(0.9, ge=0, lt=1)
     nesterov: bool = False
-    weight_decay: float = 5e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
+    weight_decay: float = ranged(5e-4, ge=0)
+    betas: list[float] = ranged(factory=lambda: [0.9, 0.999], ge=0, lt=1)
+    eps: float = ranged(1e-8, gt=0)
 
 
 @dataclass
@@ -194,34 +195,34 @@ class ScheduleConfig:
     """
 
     name: str = "meal_step"
-    factor: float = 1.0
-    milestones: list[float] = field(default_factory=list)
-    decay: float = 0.1
-    warmup_epochs: float = 0.0
-    min_lr: float = 0.0
+    factor: float = ranged(1.0, gt=0)
+    milestones: list[float] = ranged(factory=list, ge=0)
+    decay: float = ranged(0.1, gt=0)
+    warmup_epochs: float = ranged(0.0, ge=0)
+    min_lr: float = ranged(0.0, ge=0)
 
 
 @dataclass
 class TrainerConfig:
     """Training loop settings (`trainer=` group)."""
 
-    epochs: int | None = None
-    max_steps: int | None = None
+    epochs: int | None = ranged(None, ge=1)
+    max_steps: int | None = ranged(None, ge=1)
     device: str = "auto"
     precision: str = "auto"
     teacher_precision: str = "auto"
     channels_last: bool = False
     compile: bool = False
     deterministic: bool = False
-    threads: int | None = None
-    eval_every: int = 1
-    ckpt_every_steps: int | None = None
+    threads: int | None = ranged(None, ge=1)
+    eval_every: int = ranged(1, ge=1)
+    ckpt_every_steps: int | None = ranged(None, ge=1)
     keep_best: bool = True
-    log_every_steps: int = 50
+    log_every_steps: int = ranged(50, ge=1)
     progress: str = "auto"
-    grad_clip: float | None = None
+    grad_clip: float | None = ranged(None, gt=0)
     nonfinite: str = "stop"
-    max_skipped_steps: int = 10
+    max_skipped_steps: int = ranged(10, ge=0)
     export_to_zoo: bool = False
 
 
@@ -257,15 +258,15 @@ class ResourcesConfig:
     """What one job asks for (`resources=` group)."""
 
     name: str = "cpu"
-    nodes: int = 1
-    gpus_per_node: int = 0
-    tasks_per_node: int = 1
-    cpus_per_task: int = 2
-    mem_gb: int = 4
-    timeout_min: int = 60
-    array_parallelism: int = 16
-    signal_delay_s: int = 120
-    max_num_timeout: int = 3
+    nodes: int = ranged(1, ge=1)
+    gpus_per_node: int = ranged(0, ge=0)
+    tasks_per_node: int = ranged(1, ge=1)
+    cpus_per_task: int = ranged(2, ge=1)
+    mem_gb: int = ranged(4, ge=1)
+    timeout_min: int = ranged(60, ge=1)
+    array_parallelism: int = ranged(16, ge=1)
+    signal_delay_s: int = ranged(120, ge=0)
+    max_num_timeout: int = ranged(3, ge=0)
 
 
 @dataclass
@@ -283,7 +284,7 @@ class MealConfig:
     paths: PathsConfig = MISSING
     cluster: ClusterConfig = MISSING
     resources: ResourcesConfig = MISSING
-    seed: int = 0
+    seed: int = ranged(0, ge=0, lt=2**32)
     experiment: str = "default"
 
 

@@ -1,13 +1,17 @@
 """Cross-field checks run before any data is loaded or any model is built.
 
-Single-field types are enforced by the schemas at composition; here go the rules that involve
-several keys or allowed value sets. Each failure is a ConfigError naming the key and the fix.
+Single-field types are enforced by the schemas at composition; here go each numeric key's declared
+range (:mod:`meal.config.ranges`), allowed value sets, devices, and the rules that involve several
+keys. Each failure is a ConfigError naming the key and the fix.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from meal.config.ranges import check_ranges
+from meal.config.schema import METHOD_SCHEMAS, MealConfig
 from meal.errors import ConfigError
 
 ADVERSARIAL_MODES = ("grl", "joint", "alternating", "none")
@@ -18,6 +22,9 @@ SOFT_LABELS = ("online", "cached")
 LOGGERS = ("wandb", "none")
 LOGGER_MODES = ("auto", "online", "offline", "disabled")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OPTIMIZERS = ("sgd", "adamw")
+DEVICE_FORM = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N or mps"
 
 
 def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -25,12 +32,22 @@ def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise ConfigError(key, f"'{value}' is not a valid choice", f"choose one of: {', '.join(allowed)}")
 
 
-def _positive(key: str, value: float | None, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if value is None or value <= 0:
-        raise ConfigError(key, f"must be positive, got {value}",
-                          f"set {key} to a value > 0" + (" or null" if allow_none else ""))
+def _check_device(key: str, name: str) -> None:
+    """`name` is a device form this machine has: auto, cpu, cuda, cuda:N (N < the GPU count) or mps."""
+    if not DEVICE_FORM.fullmatch(name):
+        raise ConfigError(key, f"'{name}' is not a device", f"use {DEVICE_FORMS}")
+    import torch
+
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(key, "CUDA was asked for but is not available", f"use {key}=auto")
+        index, count = int(name.partition(":")[2] or 0), torch.cuda.device_count()
+        if index >= count:
+            raise ConfigError(
+                key, f"there is no GPU {index}: this machine has {count}", f"use cuda:0..cuda:{count - 1} or auto"
+            )
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(key, "the Apple MPS device is not available on this machine", f"use {key}=auto or cpu")
 
 
 def _check_blockwise(m: Any) -> None:
@@ -39,10 +56,11 @@ def _check_blockwise(m: Any) -> None:
         raise ConfigError("method.out_layer", "is empty", "select at least one block, e.g. [-1] for the logits")
     for key in ("out_dims", "gamma", "eta"):
         if lengths[key] != lengths["out_layer"]:
-            raise ConfigError(f"method.{key}", f"has {lengths[key]} values but method.out_layer has "
-                              f"{lengths['out_layer']}", "give one value per selected block")
-    for i, dim in enumerate(m.out_dims):
-        _positive(f"method.out_dims[{i}]", dim)
+            raise ConfigError(
+                f"method.{key}",
+                f"has {lengths[key]} values but method.out_layer has {lengths['out_layer']}",
+                "give one value per selected block",
+            )
     if len(set(m.out_layer)) != len(m.out_layer):
         raise ConfigError("method.out_layer", f"repeats a block: {list(m.out_layer)}")
     _one_of("method.similarity", m.similarity, SIMILARITIES)
@@ -53,26 +71,39 @@ def _check_blockwise(m: Any) -> None:
 def _check_method(m: Any) -> None:
     if hasattr(m, "adversarial"):
         _one_of("method.adversarial", m.adversarial, ADVERSARIAL_MODES)
-        _positive("method.d_lr", m.d_lr)
-        _positive("method.K", m.K)
         _one_of("method.d_optim", m.d_optim, ("sgd", "adam", "adamw"))
         _one_of("method.d_schedule", m.d_schedule, ("student", "constant"))
-    if hasattr(m, "temperature"):
-        _positive("method.temperature", m.temperature)
+        _two_betas("method.d_betas", m.d_betas)
     if hasattr(m, "soft_labels"):
         _one_of("method.soft_labels", m.soft_labels, SOFT_LABELS)
     if m.name == "meal_v1":
         _check_blockwise(m)
-    if m.name == "kd" and not 0.0 <= m.alpha <= 1.0:
-        raise ConfigError("method.alpha", f"must be in [0, 1], got {m.alpha}")
+
+
+def _two_betas(key: str, betas: Any) -> None:
+    if len(betas) != 2:
+        raise ConfigError(key, f"needs 2 values (beta1, beta2), got {list(betas)}", f"e.g. {key}=[0.9,0.999]")
+
+
+def _check_optim(o: Any) -> None:
+    _one_of("optim.name", o.name, OPTIMIZERS)
+    _two_betas("optim.betas", o.betas)
+    if o.name == "sgd" and o.nesterov and o.momentum == 0:
+        raise ConfigError(
+            "optim.nesterov",
+            "Nesterov momentum needs a momentum, but optim.momentum is 0",
+            "set optim.momentum > 0 or optim.nesterov=false",
+        )
 
 
 def _check_required(cfg: Any) -> None:
     """A configuration that sets ``student.require_pretrained`` needs the student's starting weights."""
     if cfg.student.get("require_pretrained", False) and not cfg.student.pretrained:
-        raise ConfigError("student.pretrained", "this configuration starts the student from trained weights "
-                          "(student.require_pretrained=true)",
-                          "add student.pretrained=/path/to/weights.pth; the config file says which weights")
+        raise ConfigError(
+            "student.pretrained",
+            "this configuration starts the student from trained weights (student.require_pretrained=true)",
+            "add student.pretrained=/path/to/weights.pth; the config file says which weights",
+        )
 
 
 def validate(cfg: Any) -> None:
@@ -80,16 +111,13 @@ def validate(cfg: Any) -> None:
     from meal.methods import method_class
 
     method_class(cfg.method.name)
+    check_ranges(cfg, MealConfig)
+    check_ranges(cfg.method, METHOD_SCHEMAS[cfg.method.name], "method")
     _check_required(cfg)
     _check_method(cfg.method)
-    _positive("optim.lr", cfg.optim.lr)
-    _positive("data.batch_size", cfg.data.batch_size)
-    _positive("data.eval_batch_size", cfg.data.eval_batch_size)
-    _positive("trainer.epochs", cfg.trainer.epochs, allow_none=True)
-    _positive("trainer.max_steps", cfg.trainer.max_steps, allow_none=True)
+    _check_optim(cfg.optim)
+    _check_device("trainer.device", cfg.trainer.device)
     _one_of("trainer.precision", cfg.trainer.precision, PRECISIONS)
     _one_of("trainer.teacher_precision", cfg.trainer.teacher_precision, PRECISIONS)
     _one_of("logger.name", cfg.logger.name, LOGGERS)
     _one_of("logger.mode", cfg.logger.mode, LOGGER_MODES)
-    if cfg.teachers.members:
-        _positive("teachers.training.epochs", cfg.teachers.training.epochs)
