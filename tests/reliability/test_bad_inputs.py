@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -336,3 +337,167 @@ def test_bad_input(case: Case, catalogue: Catalogue) -> None:
             assert after.startswith(data), f"{name} was rewritten"
         else:
             assert after == data, f"{name} changed: {_digest({name: data})} -> {_digest({name: after})}"
+
+
+# ----------------------------------------------------------------------------------- files and folders not trusted
+# Inputs whose bytes or layout must be checked before a run uses them: image folders whose splits disagree,
+# an explicit data.root that does not hold the data, teacher files that no longer match their sidecars, a run
+# directory another run holds, and a first start refused for a mistyped path. Besides the message and the exit
+# status, each row checks that the refused start wrote nothing but Hydra's own record and the directory's lock.
+@dataclass(frozen=True)
+class FileCase:
+    """A file or folder input: overrides added to BASE, files to build first, the exit status, the key or file
+    the one error line must name (``$tmp`` expanded), and a regular expression the line must match."""
+
+    id: str
+    args: tuple[str, ...]
+    setup_fn: Callable[[Path], None] | None
+    status: int
+    named: str
+    expected_regex: str
+
+
+SPLIT_FOLDER = ("data=imagefolder", "data.root=$tmp/images", "data.workers=0", "data.image_size=32", "data.resize=36")
+ZOO_KD = ("method=kd", "teachers=fmnist_single", "teachers.train_missing=false", "paths.zoo=$tmp/zoo")
+ZOO_FILE = "$tmp/zoo/synthetic/fmnist_cnn-s0.pt"
+# Files a refused start may leave in its run directory: Hydra's record of it, Hydra's log, the lock file.
+REFUSED_START_FILES = re.compile(r"run/(\.hydra/[^/]+\.yaml|launch\.log|\.lock)")
+HOLDERS: list[subprocess.Popen[str]] = []
+
+
+def _image_split(folder: Path, classes: Sequence[str]) -> None:
+    from PIL import Image
+
+    for c, name in enumerate(classes):
+        (folder / name).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (40, 36), (40 * c, 20 * i, 90)).save(folder / name / f"{i}.png")
+
+
+def val_lacks_a_class(tmp: Path) -> None:
+    _image_split(tmp / "images" / "train", ["cat", "dog", "fox"])
+    _image_split(tmp / "images" / "val", ["cat", "fox"])
+
+
+def val_has_an_unknown_class(tmp: Path) -> None:
+    _image_split(tmp / "images" / "train", ["cat", "dog"])
+    _image_split(tmp / "images" / "val", ["bird", "cat", "dog"])
+
+
+def empty_fashion_root(tmp: Path) -> None:
+    (tmp / "fashion").mkdir()
+
+
+def _zoo_teacher(tmp: Path, sidecar: str | None = "", flip: bool = False) -> None:
+    """A zoo entry for `teachers=fmnist_single` on the synthetic data, exported with a sidecar ("": a good one)."""
+    path = tmp / "zoo" / "synthetic" / "fmnist_cnn-s0.pt"
+    data = _save_state_dict(path, "fmnist_cnn")
+    good = {"arch": "fmnist_cnn", "dataset": "synthetic", "classes": 10, "in_channels": 3, "seed": 0,
+            "sha256": hashlib.sha256(data).hexdigest(), "file": path.name}
+    if sidecar is not None:
+        path.with_suffix(".json").write_text(sidecar or json.dumps(good))
+    if flip:  # damaged after export, same size
+        path.write_bytes(data[:-100] + bytes([data[-100] ^ 0xFF]) + data[-99:])
+
+
+def zoo_teacher_changed(tmp: Path) -> None:
+    _zoo_teacher(tmp, flip=True)
+
+
+def zoo_teacher_without_sidecar(tmp: Path) -> None:
+    _zoo_teacher(tmp, sidecar=None)
+
+
+def zoo_teacher_with_garbled_sidecar(tmp: Path) -> None:
+    _zoo_teacher(tmp, sidecar='{"arch": "fmnist_cnn", "sha256": ')
+
+
+def zoo_teacher_sidecar_without_sha(tmp: Path) -> None:
+    _zoo_teacher(tmp, sidecar='{"arch": "fmnist_cnn", "classes": 10}')
+
+
+def explicit_teacher_not_matching_its_sidecar(tmp: Path) -> None:
+    _save_state_dict(tmp / "teacher.pt", "fmnist_cnn")
+    (tmp / "teacher.json").write_text(json.dumps({"arch": "fmnist_cnn", "sha256": "0" * 64}))
+
+
+def run_dir_held_by_another_start(tmp: Path) -> None:
+    """A run directory with an accepted first start's record, locked by a process that is still running."""
+    from tests.test_runlock import hold_in_subprocess
+
+    run_with_other_config(tmp)
+    HOLDERS.append(hold_in_subprocess(tmp / "run"))
+
+
+FILE_CASES: list[FileCase] = [
+    FileCase("imagefolder-val-lacks-a-class", SPLIT_FOLDER, val_lacks_a_class, 2, "$tmp/images/val",
+             r"data\.root: \S+/images/val lacks 1 class folder\(s\) of \S+/images/train: dog; its labels would not "
+             r"match the training split's \(give \S+/images/val exactly the class folders of \S+/images/train\)"),
+    FileCase("imagefolder-val-has-an-unknown-class", SPLIT_FOLDER, val_has_an_unknown_class, 2, "$tmp/images/val",
+             r"data\.root: \S+/images/val has 1 class folder\(s\) that \S+/images/train lacks: bird;"),
+    FileCase("fashion-root-mistyped", ("data=fashion_mnist", "data.root=$tmp/fashoin"), None, 2, "$tmp/fashoin",
+             r"data\.root: Fashion-MNIST not found in \S+/fashoin \(an explicit data\.root is the only place looked "
+             r"at; .*or set data\.download=true\)"),
+    FileCase("fashion-root-empty", ("data=fashion_mnist", "data.root=$tmp/fashion"), empty_fashion_root, 2,
+             "$tmp/fashion", r"data\.root: Fashion-MNIST not found in \S+/fashion \(an explicit data\.root"),
+    FileCase("zoo-teacher-changed-after-export", ZOO_KD, zoo_teacher_changed, 2, ZOO_FILE,
+             r"teachers\.members\[0\]: teacher \S+/fmnist_cnn-s0\.pt does not match the sha256 in its sidecar "
+             r"fmnist_cnn-s0\.json \(file [0-9a-f]{12}\.\.\., sidecar [0-9a-f]{12}\.\.\.\): it changed after it was "
+             r"written \(delete \S+/fmnist_cnn-s0\.pt and fmnist_cnn-s0\.json, then train it again with "
+             r"teachers\.train_missing=true\)"),
+    FileCase("zoo-teacher-without-sidecar", ZOO_KD, zoo_teacher_without_sidecar, 2, ZOO_FILE,
+             r"teachers\.members\[0\]: zoo teacher \S+/fmnist_cnn-s0\.pt has no sidecar fmnist_cnn-s0\.json to check "
+             r"it against \(delete .*; or name the file in teachers\.members\[0\]\.checkpoint to use it unchecked\)"),
+    FileCase("zoo-teacher-garbled-sidecar", ZOO_KD, zoo_teacher_with_garbled_sidecar, 2, ZOO_FILE,
+             r"teachers\.members\[0\]: the sidecar \S+/fmnist_cnn-s0\.json of teacher \S+/fmnist_cnn-s0\.pt cannot be "
+             r"read \(Expecting value.*\) \(delete \S+/fmnist_cnn-s0\.pt and fmnist_cnn-s0\.json, then train it"),
+    FileCase("zoo-teacher-sidecar-without-sha256", ZOO_KD, zoo_teacher_sidecar_without_sha, 2, ZOO_FILE,
+             r"teachers\.members\[0\]: the sidecar \S+/fmnist_cnn-s0\.json of teacher \S+ records no sha256"),
+    FileCase("explicit-teacher-not-matching-its-sidecar", (*MEAL_V1, teacher("fmnist_cnn", "$tmp/teacher.pt")),
+             explicit_teacher_not_matching_its_sidecar, 2, "$tmp/teacher.pt",
+             r"teachers\.members\[0\]: teacher \S+/teacher\.pt does not match the sha256 in its sidecar teacher\.json "
+             r".*\(restore the file, or delete \S+/teacher\.json if the file was replaced on purpose\)"),
+    FileCase("mistyped-teacher-first-start-writes-no-config", (*MEAL_V1, teacher("fmnist_cnn", "$tmp/teachr.pt")),
+             good_teacher, 2, "teachers.members[0].checkpoint",
+             r"teachers\.members\[0\]\.checkpoint: teacher file \S+/teachr\.pt not found \(fix the path"),
+    FileCase("run-dir-held-by-another-start", (), run_dir_held_by_another_start, 2, "$tmp/run",
+             r"\S+/run: another run is using this directory \(pid \d+ on host \S+, started [0-9T:-]+\); wait for it "
+             r"to end or stop it, or start this run in a new directory \(hydra\.run\.dir=\.\.\.\)"),
+]
+
+
+def _file_case_ids() -> list[str]:
+    return [c.id for c in FILE_CASES]
+
+
+@pytest.fixture(scope="module")
+def file_catalogue(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Catalogue:
+    """The outcomes of the FILE_CASES rows selected in this session; processes holding run directories end after."""
+    selected = {item.callspec.params["file_case"].id for item in request.session.items
+                if item.module is request.module and hasattr(item, "callspec") and "file_case" in item.callspec.params}
+    cat = Catalogue([c for c in FILE_CASES if c.id in selected], tmp_path_factory.mktemp("file_catalogue"))
+    yield cat
+    cat.pool.shutdown(wait=True, cancel_futures=True)
+    for holder in HOLDERS:
+        holder.kill()
+        holder.wait(timeout=30)
+
+
+@pytest.mark.parametrize("file_case", FILE_CASES, ids=_file_case_ids())
+def test_untrusted_file_or_folder(file_case: FileCase, file_catalogue: Catalogue) -> None:
+    out = file_catalogue.outcome(file_case.id)
+    output = out.proc.stdout + out.proc.stderr
+    assert out.proc.returncode == file_case.status, f"exit status {out.proc.returncode}:\n{output[-3000:]}"
+    assert "Traceback" not in output, f"a traceback was printed:\n{output[-3000:]}"
+    message = message_of(out.proc)
+    assert Template(file_case.named).safe_substitute(tmp=out.folder) in message, f"{file_case.named} not named"
+    assert re.search(file_case.expected_regex, message), f"does not match {file_case.expected_regex!r}:\n{message}"
+    for name, data in out.before.items():
+        after = out.after.get(name)
+        assert after is not None, f"{name} was deleted"
+        if name.endswith(".log"):
+            assert after.startswith(data), f"{name} was rewritten"
+        else:
+            assert after == data, f"{name} changed: {_digest({name: data})} -> {_digest({name: after})}"
+    written = sorted(set(out.after) - set(out.before))
+    assert all(REFUSED_START_FILES.fullmatch(name) for name in written), f"the refused start wrote {written}"
