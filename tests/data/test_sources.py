@@ -431,7 +431,7 @@ def test_an_explicit_torchvision_root_is_the_only_place_looked_at(tmp_path: Path
 
 def test_build_data_reads_svhn_mat_files(tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    scipy_io = pytest.importorskip("scipy.io", reason="torchvision reads SVHN's .mat files with scipy")
+    import scipy.io as scipy_io  # a dependency of meal: torchvision reads SVHN's .mat files with it
     from torchvision.datasets import SVHN
 
     rng = np.random.default_rng(7)

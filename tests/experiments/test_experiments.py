@@ -26,7 +26,7 @@ from tests.conftest import REPO, compose_config, needs_fashion_mnist, run_launch
 
 CONF = REPO / "conf"
 EXPERIMENTS = REPO / "experiments"
-GROUPS = ("paper", "ablation", "zoo")
+GROUPS = ("paper", "ablation", "zoo", "suite")
 _MISSING = object()
 
 
@@ -39,7 +39,9 @@ def _ids(items: list[tuple[str, str]]) -> list[str]:
 
 
 ALL = _experiments()
-SWEEPS = [(g, o) for g, o in ALL if g in ("ablation", "zoo")]
+SWEEPS = [(g, o) for g, o in ALL if g in ("ablation", "zoo", "suite")]
+#: seeds each sweep group runs: ablations 3, the results suite 5, teacher sets one
+SWEEP_SEEDS = {"ablation": ["0", "1", "2"], "suite": ["0", "1", "2", "3", "4"], "zoo": ["0"]}
 
 
 @pytest.fixture
@@ -122,8 +124,7 @@ def test_sweep_keys_exist_and_every_value_composes(hydra_compose, group: str, op
     params = _sweep_params(cfg)
     assert params, f"{group}/{option}.yaml has no hydra.sweeper.params"
     job = _job(cfg)
-    expected_seeds = ["0", "1", "2"] if group == "ablation" else ["0"]
-    assert _expand("seed", params.pop("seed")) == expected_seeds
+    assert _expand("seed", params.pop("seed")) == SWEEP_SEEDS[group]
     for key, value in params.items():
         if not _is_group(key):
             assert OmegaConf.select(job, key, default=_MISSING) is not _MISSING, f"sweep key {key} is not a config key"
@@ -203,7 +204,7 @@ def test_meal_v2_imagenet_prints_its_job_config(meal_env: dict[str, str]) -> Non
 
 def test_zoo_sweeps_train_the_teacher_sets(hydra_compose) -> None:
     for option, teacher_set in (("cifar10_five", "cifar10_five"), ("cifar_trio", "cifar_trio"),
-                                ("fmnist_trio", "fmnist_trio")):
+                                ("fmnist_trio", "fmnist_trio"), ("fmnist_strong", "fmnist_strong")):
         cfg = hydra_compose([f"zoo={option}"])
         job = _job(cfg)
         assert (job.method.name, job.trainer.export_to_zoo, job.teachers.name) == ("ce", True, "none")
@@ -214,6 +215,9 @@ def test_zoo_sweeps_train_the_teacher_sets(hydra_compose) -> None:
         training = members.training
         assert (job.trainer.epochs, job.optim.name, job.optim.lr, job.schedule.name) == (
             training.epochs, training.optim, training.lr, training.schedule)
+        assert job.trainer.zoo_recipe == training.recipe
+        if training.train_subset is not None or option == "fmnist_strong":
+            assert job.data.train_subset == training.train_subset
 
 
 def test_fmnist_zoo_trains_what_the_quickstart_would() -> None:
@@ -225,23 +229,63 @@ def test_fmnist_zoo_trains_what_the_quickstart_would() -> None:
     assert zoo.data.batch_size == quickstart.data.batch_size and zoo.seed == 0
 
 
-def _fmnist_block_dims() -> list[int]:
+def _suite_job(*overrides: str) -> dict[str, Any]:
+    return OmegaConf.to_container(compose_config(list(overrides)), resolve=True)
+
+
+def test_suite_methods_share_data_student_budget_and_teachers() -> None:
+    """Within a protocol only the method (and, for the label-only runs, the teachers) differ."""
+    for protocol, methods in (("fmnist_scratch", ("ce", "kd", "meal_v1", "meal_v1_blockwise", "meal_v2")),
+                              ("fmnist_finetune", ("ce_plain", "kd", "meal_v2"))):
+        jobs = {m: _suite_job(f"suite={protocol}", f"+suite/fmnist_method={m}") for m in methods}
+        for method, job in jobs.items():
+            assert job["data"] == jobs[methods[0]]["data"], method
+            assert (job["student"], job["optim"], job["schedule"], job["seed"]) == (
+                jobs[methods[0]]["student"], jobs[methods[0]]["optim"], jobs[methods[0]]["schedule"], 0)
+            assert {k: v for k, v in job["trainer"].items() if k not in ("export_to_zoo", "zoo_recipe")} == {
+                k: v for k, v in jobs["kd"]["trainer"].items() if k not in ("export_to_zoo", "zoo_recipe")}
+            uses_teachers = not method.startswith("ce")
+            assert (job["teachers"]["name"] == "fmnist_strong") == uses_teachers
+        data = jobs["kd"]["data"]
+        assert (data["train_subset"], data["val_split"], data["augment"]) == (None, 0.1, "none")
+        for method in ("kd", "meal_v2"):
+            assert jobs[method]["method"]["soft_labels"] == "cached"
+    scratch = _suite_job("suite=fmnist_scratch", "+suite/fmnist_method=ce")
+    assert (scratch["trainer"]["export_to_zoo"], scratch["trainer"]["zoo_recipe"]) == (True, "suite_scratch")
+
+
+def test_suite_finetune_starts_from_the_scratch_ce_student_of_its_seed() -> None:
+    from meal.teachers import zoo_entry
+
+    for seed in (0, 3):
+        scratch = compose_config(["suite=fmnist_scratch", "+suite/fmnist_method=ce", f"seed={seed}"])
+        finetune = compose_config(["suite=fmnist_finetune", "+suite/fmnist_method=meal_v2", f"seed={seed}"])
+        exported = zoo_entry(Path(scratch.paths.zoo), scratch.data.name, scratch.student.arch, seed,
+                             scratch.trainer.zoo_recipe)
+        assert Path(finetune.student.pretrained) == exported
+        assert finetune.optim.lr < scratch.optim.lr and finetune.trainer.epochs < scratch.trainer.epochs
+
+
+def _fmnist_block_dims(arch: str = "fmnist_tiny") -> list[int]:
     import torch
 
     from meal.models import build_model
 
-    model = build_model("fmnist_tiny", 10, 1, 28)
+    model = build_model(arch, 10, 1, 28)
     with torch.no_grad():
         taps = model.forward_with_taps(torch.zeros(1, 1, 28, 28))
     return [t[0].numel() if t.dim() == 2 else t[0, 0].numel() for t in taps]
 
 
 def test_fmnist_block_out_dims_fit_the_student_taps() -> None:
-    sizes = _fmnist_block_dims()
-    for variant in sorted((EXPERIMENTS / "ablation" / "fmnist_blocks").glob("*.yaml")):
-        method = OmegaConf.load(variant).method
-        for layer, dim in zip(method.out_layer, method.out_dims):
-            assert dim <= sizes[layer], f"{variant.name}: block {layer} has {sizes[layer]} values, out_dim {dim}"
+    variants = sorted((EXPERIMENTS / "ablation" / "fmnist_blocks").glob("*.yaml"))
+    variants.append(EXPERIMENTS / "suite" / "fmnist_method" / "meal_v1_blockwise.yaml")
+    for arch in ("fmnist_tiny", "fmnist_small"):
+        sizes = _fmnist_block_dims(arch)
+        for variant in variants:
+            method = OmegaConf.load(variant).method
+            for layer, dim in zip(method.out_layer, method.out_dims):
+                assert dim <= sizes[layer], f"{variant.name}: {arch} block {layer} has {sizes[layer]} values, not {dim}"
 
 
 @pytest.mark.slow
