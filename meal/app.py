@@ -88,7 +88,7 @@ def _train_teacher(cfg: DictConfig, member: Any, target: Path) -> None:
         teacher_cfg.schedule.name = t.schedule
         teacher_cfg.data.train_subset = t.train_subset
     run_dir = target.parent / "runs" / target.stem
-    train(teacher_cfg, run_dir, job_type="teacher")
+    train(teacher_cfg, run_dir, job_type="teacher", wait_for_dir=True)  # a parallel job may be training it
 
 
 def _result(cfg: DictConfig, state: Any, epochs: int, method: Any, teachers: list, teacher_eval: dict,
@@ -164,12 +164,16 @@ def _build_student(cfg: DictConfig, data: DataBundle, device: torch.device) -> t
                        taps=list(s.taps) if s.taps else None, key="student.arch").to(device)
 
 
-def train(cfg: DictConfig, run_dir: Path, job_type: str = "train") -> dict[str, Any]:
-    """Run one training job in `run_dir` (resuming it when it holds a checkpoint), holding the directory's lock."""
+def train(cfg: DictConfig, run_dir: Path, job_type: str = "train", wait_for_dir: bool = False) -> dict[str, Any]:
+    """Run one training job in `run_dir` (resuming it when it holds a checkpoint), holding the directory's lock.
+
+    A directory another process holds is refused, or with `wait_for_dir` waited for (the run then resumes,
+    or just reports, what that process left).
+    """
     started = time.monotonic()
     validate(cfg)
     dist = distributed.setup()
-    with hold_run_dir(run_dir, rank0=dist.rank == 0):
+    with hold_run_dir(run_dir, rank0=dist.rank == 0, wait=wait_for_dir):
         return _train(cfg, run_dir, job_type, started, dist)
 
 

@@ -65,17 +65,18 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 @contextlib.contextmanager
-def hold_run_dir(run_dir: Path, rank0: bool = True) -> Iterator[None]:
+def hold_run_dir(run_dir: Path, rank0: bool = True, wait: bool = False) -> Iterator[None]:
     """Hold `run_dir`'s lock for the enclosed run (rank 0 only) and undo Hydra's record of a refused start.
 
-    A second start while the lock is held is refused (MealError naming the holder). When the run ends
-    with a MealError, Hydra's record in ``.hydra/`` is put back to that of the last accepted start.
+    A second start while the lock is held is refused (MealError naming the holder), or with `wait` waits
+    for the holder to end. When the run ends with a MealError, Hydra's record in ``.hydra/`` is put back to
+    that of the last accepted start.
     """
     if not rank0:
         yield
         return
     try:
-        lock = RunDirLock(run_dir).acquire()
+        lock = RunDirLock(run_dir).acquire(wait)
     except MealError:
         _restore_hydra_record(_hydra_record(run_dir))
         raise

@@ -8,7 +8,6 @@ second start reports. Under DDP only rank 0 takes it; the other ranks write noth
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
 import os
@@ -31,24 +30,26 @@ class RunDirLock:
         self.path = self.run_dir / LOCK_FILE
         self.fd: int | None = None
 
-    def acquire(self) -> RunDirLock:
-        """Take the lock, or raise MealError naming the process that holds it."""
+    def acquire(self, wait: bool = False) -> RunDirLock:
+        """Take the lock; while another process holds it, wait for it (`wait`) or raise MealError naming it."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise MealError(
+                    f"{self.run_dir}: another run is using this directory ({holder}); wait for it to end "
+                    "or stop it, or start this run in a new directory (hydra.run.dir=...)"
+                ) from None
+            log.info("%s is in use (%s): waiting for it", self.run_dir, _read_holder(fd))
+            fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError as exc:
-            holder = _read_holder(fd)
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):  # a file system without flock
-                log.warning(
-                    "cannot lock %s (%s): a second start in this directory would not be refused", self.path, exc
-                )
-                return self
-            raise MealError(
-                f"{self.run_dir}: another run is using this directory ({holder}); wait for it to end or "
-                "stop it, or start this run in a new directory (hydra.run.dir=...)"
-            ) from None
+            os.close(fd)  # a file system without flock
+            log.warning("cannot lock %s (%s): a second start in this directory would not be refused", self.path, exc)
+            return self
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}, started {stamp}\n".encode(), 0)
@@ -63,7 +64,7 @@ class RunDirLock:
             self.fd = None
 
     def __enter__(self) -> RunDirLock:
-        return self.acquire()
+        return self if self.fd is not None else self.acquire()
 
     def __exit__(self, *exc: object) -> None:
         self.release()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -98,3 +100,16 @@ def test_a_restart_with_another_config_is_refused_before_any_work_and_the_origin
     assert {name: (run / name).read_bytes() for name in before} == before
     resumed = train(compose_config([*TINY, "trainer.epochs=2"], run), run)
     assert resumed["status"] == "completed" and resumed["steps"] == 4 and resumed["epochs"] == 2
+
+
+def test_a_teacher_run_waits_for_the_directory_instead_of_being_refused(tmp_path: Path) -> None:
+    """Two jobs of a sweep that both miss one zoo teacher: the second waits, then finds the first one's run."""
+    run = tmp_path / "zoo" / "runs" / "fmnist_tiny-s0"
+    holder = hold_in_subprocess(run)
+    killer = threading.Timer(1.5, holder.send_signal, (signal.SIGKILL,))
+    killer.start()
+    started = time.monotonic()
+    result = train(compose_config(TINY, run), run, job_type="teacher", wait_for_dir=True)
+    holder.wait(timeout=30)
+    assert time.monotonic() - started >= 1.5, "it waited for the holder"
+    assert result["status"] == "completed" and (run / RESOLVED_CONFIG).is_file()

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,23 @@ def test_only_rank_0_takes_the_lock(tmp_path: Path) -> None:
             pass
         with pytest.raises(MealError, match="another run is using this directory"), hold_run_dir(run, rank0=True):
             pass
+
+
+def test_a_waiting_taker_gets_the_lock_when_the_holder_ends(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    holder = hold_in_subprocess(run)
+    taken = threading.Event()
+
+    def take() -> None:
+        with RunDirLock(run).acquire(wait=True):
+            taken.set()
+
+    waiter = threading.Thread(target=take)
+    waiter.start()
+    try:
+        assert not taken.wait(timeout=1.0), "the lock was taken while its holder lives"
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    waiter.join(timeout=30)
+    assert taken.is_set()
