@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,24 @@ def test_a_waiting_taker_gets_the_lock_when_the_holder_ends(tmp_path: Path) -> N
         holder.wait(timeout=30)
     waiter.join(timeout=30)
     assert taken.is_set()
+
+
+FORKING_HOLDER = (
+    "import os, sys, time; from meal.runlock import RunDirLock; RunDirLock(sys.argv[1]).acquire()\n"
+    "if os.fork() == 0:\n    time.sleep(2.0); os._exit(0)  # a worker sharing the lock, gone 2 s later\n"
+    "print('locked', flush=True); time.sleep(600)"
+)
+
+
+def test_a_start_after_kill_9_waits_for_the_dead_holders_workers(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", FORKING_HOLDER, str(run)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=30)
+    started = time.monotonic()
+    with RunDirLock(run) as lock:  # the orphaned worker still holds it: waited for, not refused
+        assert lock.fd is not None
+    assert 0.5 < time.monotonic() - started < 20
