@@ -69,7 +69,7 @@ def hold_run_dir(run_dir: Path, rank0: bool = True, wait: bool = False) -> Itera
     """Hold `run_dir`'s lock for the enclosed run (rank 0 only) and undo Hydra's record of a refused start.
 
     A second start while the lock is held is refused (MealError naming the holder), or with `wait` waits
-    for the holder to end. When the run ends with a MealError, Hydra's record in ``.hydra/`` is put back to
+    for the holder to end. When the run ends with an error, Hydra's record in ``.hydra/`` is put back to
     that of the last accepted start.
     """
     if not rank0:
@@ -78,12 +78,12 @@ def hold_run_dir(run_dir: Path, rank0: bool = True, wait: bool = False) -> Itera
     try:
         lock = RunDirLock(run_dir).acquire(wait)
     except MealError:
-        _restore_hydra_record(_hydra_record(run_dir))
+        _put_back_hydra_record(run_dir)
         raise
     try:
         yield
-    except MealError:
-        _restore_hydra_record(_hydra_record(run_dir))
+    except Exception:
+        _put_back_hydra_record(run_dir)
         raise
     finally:
         lock.release()
@@ -126,6 +126,20 @@ def write_config(cfg: DictConfig, run_dir: Path) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(comparable_config(cfg))))
     _keep_hydra_record(_hydra_record(run_dir))
+
+
+def _put_back_hydra_record(run_dir: Path) -> None:
+    """After a refused start: put back Hydra's record of the last accepted start where this start's differs."""
+    record = _hydra_record(run_dir)
+    if record is None:
+        return
+    kept = [name for name in HYDRA_RECORD if (record / HYDRA_KEPT / name).is_file()]
+    try:
+        if any(not (record / n).is_file() or (record / n).read_bytes() != (record / HYDRA_KEPT / n).read_bytes()
+               for n in kept):
+            _restore_hydra_record(record)
+    except OSError as exc:  # e.g. the disk that just stopped the run is full: keep the run's own error
+        log.warning("could not put back Hydra's record of the last accepted start in %s (%s)", record, exc)
 
 
 def _hydra_record(run_dir: Path) -> Path | None:
