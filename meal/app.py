@@ -11,19 +11,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from meal.config import register
+from meal.config.experiments import check_experiment_choices
 from meal.config.schema import CEMethodConfig, TeachersConfig
 from meal.config.validate import validate
+from meal.config.writable import check_writable
 from meal.data import DataBundle, build_data
+from meal.data.checks import check_not_empty
 from meal.engine import distributed
 from meal.engine.acceleration import accelerate
 from meal.engine.environment import configure_determinism, seed_everything, select_device
 from meal.engine.evaluate import evaluate_teachers
 from meal.engine.schedule import resolve_epochs
 from meal.engine.trainer import Trainer, images_per_second
-from meal.errors import ConfigError, MealError
+from meal.entry import INTERRUPTED, USER_ERROR, error_line
+from meal.errors import ConfigError
 from meal.methods import build_method, method_class
 from meal.models import build_model, count_parameters
 from meal.rundir import check_config, hold_run_dir, write_config, write_result
@@ -32,29 +37,22 @@ from meal.tracking import build_tracker
 from meal.tracking.naming import run_group, run_name
 
 log = logging.getLogger(__name__)
+ZOO_FIX = "point paths.zoo (or $MEAL_ZOO) at a folder this user can write"
 
 
 def main(cfg: DictConfig) -> float:
-    """Entry used by launch.py: run, and turn user errors into one line and exit status 2."""
+    """Entry used by launch.py: run; a user error ends in one line and exit status 2, Ctrl-C in status 130."""
     try:
         return run(cfg)
-    except MealError as exc:
-        log.error("error: %s", _one_line(exc))
-        raise SystemExit(2) from None
-
-
-def _one_line(exc: MealError) -> str:
-    """The message of a user error on one line.
-
-    An error raised in a DataLoader worker process reaches the main process re-raised with the
-    worker's traceback as its message; the traceback's last line holds the original message.
-    """
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    if len(lines) <= 1:
-        return lines[0] if lines else type(exc).__name__
-    prefix = f"{type(exc).__module__}.{type(exc).__qualname__}: "
-    last = lines[-1]
-    return last[len(prefix):] if last.startswith(prefix) else " ".join(line.strip() for line in lines)
+    except KeyboardInterrupt:
+        log.warning("interrupted")
+        raise SystemExit(INTERRUPTED) from None
+    except Exception as exc:
+        line = error_line(exc)
+        if line is None:
+            raise
+        log.error("error: %s", line)
+        raise SystemExit(USER_ERROR) from None
 
 
 def run(cfg: DictConfig) -> float:
@@ -63,6 +61,8 @@ def run(cfg: DictConfig) -> float:
     NaN when the run never evaluated (stopped by `trainer.max_steps` before its first epoch ended).
     """
     register()
+    if HydraConfig.initialized():  # an unknown paper=/ablation=/zoo= option is skipped by Hydra: refuse it
+        check_experiment_choices(HydraConfig.get().runtime.choices)
     result = train(cfg, Path(cfg.paths.output_dir))
     top1 = result.get("top1")
     return float(top1) if top1 is not None else math.nan
@@ -88,6 +88,7 @@ def _train_teacher(cfg: DictConfig, member: Any, target: Path) -> None:
         teacher_cfg.schedule.name = t.schedule
         teacher_cfg.data.train_subset = t.train_subset
     run_dir = target.parent / "runs" / target.stem
+    check_writable("paths.zoo", run_dir, ZOO_FIX)
     train(teacher_cfg, run_dir, job_type="teacher", wait_for_dir=True)  # a parallel job may be training it
 
 
@@ -155,6 +156,7 @@ def _check_zoo_target(cfg: DictConfig, run_dir: Path) -> Path | None:
     if target.exists():
         raise ConfigError("trainer.export_to_zoo", f"zoo entry {target} exists and is never overwritten",
                           "delete it first, or train with another seed")
+    check_writable("paths.zoo", target.parent, ZOO_FIX)
     return target
 
 
@@ -188,6 +190,7 @@ def _train(cfg: DictConfig, run_dir: Path, job_type: str, started: float,
     configure_determinism(cfg.trainer.deterministic)
     device = select_device(cfg.trainer.device) if dist.device is None else dist.device
     data = build_data(cfg.data, Path(cfg.paths.data_dir), int(cfg.seed), device, dist.rank, dist.world_size)
+    check_not_empty(cfg.data, data)
     student = _build_student(cfg, data, device)
     uses_teachers = method_class(cfg.method.name).uses_teachers
     teachers = load_teachers(cfg, data, device, lambda m, p: _train_teacher(cfg, m, p)) if uses_teachers else []

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from meal.entry import run_entry_point
 from meal.errors import MealError
 from meal.reporting import (
     EXCLUDED_KEYS,
@@ -70,9 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="sweep directories (Hydra multirun dirs)")
     parser.add_argument("--out", metavar="OUTDIR", help="where to write the report (default: the first DIR)")
-    parser.add_argument(
-        "--metric", default="top1", choices=METRICS, help="metric to plot and rank by (default: top1)"
-    )
+    parser.add_argument("--metric", default="top1", choices=METRICS, help="metric to plot and rank by (default: top1)")
     parser.add_argument(
         "--baseline",
         action="append",
@@ -99,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         runs = collect_runs(args.dirs)
     except MealError as exc:
-        logger.error("%s", exc)
+        logger.error("error: %s", exc)
         return 2
     rows = aggregate(runs, args.metric, exclude=args.exclude)
     try:
@@ -136,4 +135,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_entry_point(main))

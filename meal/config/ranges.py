@@ -60,7 +60,9 @@ class Range:
         fix = f"set {key} to a finite value" if wanted == "finite" else f"set {key} to a value {wanted}"
         if nullable:
             fix += " or null"
-        raise ConfigError(key, f"must be {wanted}, got {value}", fix)
+        if math.isfinite(value) or wanted == "finite":
+            raise ConfigError(key, f"must be {wanted}, got {value}", fix)
+        raise ConfigError(key, f"must be a finite number {wanted}, got {value}", fix)
 
 
 def _num(bound: float) -> str:

@@ -22,7 +22,6 @@ SOFT_LABELS = ("online", "cached")
 LOGGERS = ("wandb", "none")
 LOGGER_MODES = ("auto", "online", "offline", "disabled")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-OPTIMIZERS = ("sgd", "adamw")
 DEVICE_FORM = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DEVICE_FORMS = "auto, cpu, cuda, cuda:N or mps"
 
@@ -86,6 +85,8 @@ def _two_betas(key: str, betas: Any) -> None:
 
 
 def _check_optim(o: Any) -> None:
+    from meal.engine.schedule import OPTIMIZERS
+
     _one_of("optim.name", o.name, OPTIMIZERS)
     _two_betas("optim.betas", o.betas)
     if o.name == "sgd" and o.nesterov and o.momentum == 0:
@@ -108,6 +109,7 @@ def _check_required(cfg: Any) -> None:
 
 def validate(cfg: Any) -> None:
     """Check the composed config's cross-field rules; raise ConfigError on the first violation."""
+    from meal.engine.schedule import OPTIMIZERS, SCHEDULES, resolve_epochs
     from meal.methods import method_class
 
     method_class(cfg.method.name)
@@ -116,6 +118,10 @@ def validate(cfg: Any) -> None:
     _check_required(cfg)
     _check_method(cfg.method)
     _check_optim(cfg.optim)
+    _one_of("schedule.name", cfg.schedule.name, SCHEDULES)
+    _one_of("teachers.training.optim", cfg.teachers.training.optim, OPTIMIZERS)
+    _one_of("teachers.training.schedule", cfg.teachers.training.schedule, SCHEDULES)
+    resolve_epochs(cfg.trainer, cfg.schedule)
     _check_device("trainer.device", cfg.trainer.device)
     _one_of("trainer.precision", cfg.trainer.precision, PRECISIONS)
     _one_of("trainer.teacher_precision", cfg.trainer.teacher_precision, PRECISIONS)

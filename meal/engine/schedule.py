@@ -24,9 +24,16 @@ def resolve_epochs(trainer_cfg: Any, schedule_cfg: Any) -> int:
     epochs = trainer_cfg.epochs
     if epochs is None:
         if schedule_cfg.name != "meal_step":
-            raise ConfigError("trainer.epochs", f"is unset and schedule '{schedule_cfg.name}' has no length",
-                              "set trainer.epochs=N")
+            raise ConfigError(
+                "trainer.epochs", f"is unset and schedule '{schedule_cfg.name}' has no length", "set trainer.epochs=N"
+            )
         epochs = round(350 * schedule_cfg.factor)
+        if epochs <= 0:
+            raise ConfigError(
+                "schedule.factor",
+                f"gives a run of 350 x {schedule_cfg.factor} = 0 epochs",
+                "use schedule.factor >= 0.002, or set trainer.epochs=N",
+            )
     if epochs <= 0:
         raise ConfigError("trainer.epochs", f"must be positive, got {epochs}")
     return int(epochs)
@@ -72,8 +79,9 @@ def lr_multiplier(cfg: Any, total_epochs: int, stretch: float = 1.0) -> Callable
     return with_warmup(lambda e: 1.0)
 
 
-def fused_optimizer(cls: type[torch.optim.Optimizer], params: Iterable[torch.nn.Parameter],
-                    **kwargs: Any) -> torch.optim.Optimizer:
+def fused_optimizer(
+    cls: type[torch.optim.Optimizer], params: Iterable[torch.nn.Parameter], **kwargs: Any
+) -> torch.optim.Optimizer:
     """`cls` with its fused kernel (one pass over all parameters) where this torch and device have one.
 
     The fused kernels compute the same update as the default per-parameter loop, several times faster
@@ -91,11 +99,18 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Any, key: str = "
     if cfg.lr <= 0:
         raise ConfigError(f"{key}.lr", f"must be positive, got {cfg.lr}")
     if cfg.name == "sgd":
-        return fused_optimizer(torch.optim.SGD, params, lr=cfg.lr, momentum=cfg.momentum,
-                               nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+        return fused_optimizer(
+            torch.optim.SGD,
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov and cfg.momentum > 0,
+            weight_decay=cfg.weight_decay,
+        )
     if cfg.name in ("adamw", "adam"):
-        return fused_optimizer(torch.optim.AdamW, params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                               weight_decay=cfg.weight_decay)
+        return fused_optimizer(
+            torch.optim.AdamW, params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay
+        )
     raise ConfigError(f"{key}.name", f"unknown optimizer '{cfg.name}'", f"choose one of: {', '.join(OPTIMIZERS)}")
 
 

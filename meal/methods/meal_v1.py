@@ -22,13 +22,26 @@ from meal.methods.components import TeacherSelector, align, frozen_input, frozen
 
 
 def resolve_blocks(out_layer: Sequence[int], n_outputs: int, arch: str) -> list[int]:
-    """Map (possibly negative) `out_layer` indices to block positions, rejecting out-of-range ones."""
-    blocks = []
+    """Map (possibly negative) `out_layer` indices to block positions, rejecting out-of-range ones and any
+    two indices that name the same block (e.g. -1 and the last index), which would distil it twice."""
+    blocks: list[int] = []
     for i, index in enumerate(out_layer):
         if not -n_outputs <= index < n_outputs:
-            raise ConfigError(f"method.out_layer[{i}]", f"index {index} is out of range: {arch} has {n_outputs} "
-                              f"block outputs (4 taps + logits)", f"use -{n_outputs}..{n_outputs - 1}")
-        blocks.append(index % n_outputs)
+            raise ConfigError(
+                f"method.out_layer[{i}]",
+                f"index {index} is out of range: {arch} has {n_outputs} block outputs ({n_outputs - 1} taps + logits)",
+                f"use -{n_outputs}..{n_outputs - 1}",
+            )
+        block = index % n_outputs
+        if block in blocks:
+            first = blocks.index(block)
+            raise ConfigError(
+                f"method.out_layer[{i}]",
+                f"index {index} is block {block} of {arch}, already selected "
+                f"by method.out_layer[{first}] ({out_layer[first]}): it would be distilled twice",
+                "select each block once",
+            )
+        blocks.append(block)
     return blocks
 
 
@@ -37,16 +50,20 @@ class MealV1(Method):
 
     name = "meal_v1"
 
-    def __init__(self, cfg: Any, student: nn.Module, teachers: Sequence[Teacher], num_classes: int,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, cfg: Any, student: nn.Module, teachers: Sequence[Teacher], num_classes: int, seed: int = 0
+    ) -> None:
         super().__init__(cfg, student, teachers, num_classes, seed)
         n_outputs = len(student.tap_names) + 1
         self.blocks = resolve_blocks(cfg.out_layer, n_outputs, student.arch)
         for teacher in teachers:
             t_outputs = len(teacher.model.tap_names) + 1
             if t_outputs != n_outputs:
-                raise ConfigError("method.out_layer", f"teacher '{teacher.name}' has {t_outputs} block outputs "
-                                  f"and the student {n_outputs}", "give both the same number of taps")
+                raise ConfigError(
+                    "method.out_layer",
+                    f"teacher '{teacher.name}' has {t_outputs} block outputs and the student {n_outputs}",
+                    "give both the same number of taps",
+                )
         self.out_dims = [int(d) for d in cfg.out_dims]
         self.gammas = [float(g) for g in cfg.gamma]
         self.etas = [float(e) for e in cfg.eta]

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, open_dict
 
-from meal.errors import MealError
+from meal.entry import run_entry_point
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ def compose_config(overrides: Sequence[str], output_dir: Path) -> DictConfig:
     from hydra.core.hydra_config import HydraConfig
 
     from meal.config import register
+    from meal.config.experiments import check_experiment_choices
 
     os.environ.setdefault("MEAL_ROOT", str(REPO))
     register()
@@ -39,6 +40,7 @@ def compose_config(overrides: Sequence[str], output_dir: Path) -> DictConfig:
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
         cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
     GlobalHydra.instance().clear()
+    check_experiment_choices(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(output_dir)
         cfg.hydra.runtime.cwd = os.getcwd()
@@ -82,10 +84,17 @@ def build_pieces(cfg: DictConfig, student: bool = True, random_teachers: bool = 
     data = build_data(cfg.data, Path(cfg.paths.data_dir), int(cfg.seed), device)
     model = _build_student(cfg, data, device) if student else None
     if random_teachers:
-        teachers = [Teacher(member_name(m), freeze(build_model(m.arch, data.num_classes, data.in_channels,
-                                                               data.image_size, key=f"teachers.members[{i}].arch")
-                                                   .to(device)))
-                    for i, m in enumerate(cfg.teachers.members)]
+        teachers = [
+            Teacher(
+                member_name(m),
+                freeze(
+                    build_model(
+                        m.arch, data.num_classes, data.in_channels, data.image_size, key=f"teachers.members[{i}].arch"
+                    ).to(device)
+                ),
+            )
+            for i, m in enumerate(cfg.teachers.members)
+        ]
     else:
         teachers = load_teachers(cfg, data, device, lambda m, p: _train_teacher(cfg, m, p))
     return RunPieces(device, data, model, teachers)
@@ -93,14 +102,11 @@ def build_pieces(cfg: DictConfig, student: bool = True, random_teachers: bool = 
 
 def setup_logging() -> None:
     """Log INFO lines to stderr (stdout is kept for machine-readable output)."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+    )
 
 
 def run_cli(main: Any, argv: Sequence[str] | None = None) -> int:
-    """Run `main(argv)`, turning user errors into one logged line and exit status 2."""
-    try:
-        return int(main(argv) or 0)
-    except MealError as exc:
-        log.error("error: %s", exc)
-        return 2
+    """Run `main(argv)`: a user error ends in one logged `error:` line and exit status 2, Ctrl-C in 130."""
+    return run_entry_point(main, argv)

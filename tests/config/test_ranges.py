@@ -152,7 +152,8 @@ def test_a_value_just_outside_the_range_is_refused(configs, cls: type, name: str
     with pytest.raises(ConfigError) as info:
         validate(cfg)
     assert info.value.key == key
-    assert str(info.value).startswith(f"{key}: must be {range_of(field).describe()}, got ")
+    finite = "" if math.isfinite(value) or range_of(field).describe() == "finite" else "a finite number "
+    assert str(info.value).startswith(f"{key}: must be {finite}{range_of(field).describe()}, got {value}")
     assert f"set {key} to a " in str(info.value)
 
 

@@ -128,8 +128,13 @@ def test_non_positive_values_are_refused(base_configs, key: str, value: float) -
     assert f"{key}: must be > 0, got" in str(error) or f"{key}: must be >= 1, got" in str(error)
 
 
-def test_unset_epochs_and_max_steps_are_allowed(base_configs) -> None:
-    validate(_with(base_configs["ce"], trainer__epochs=None, trainer__max_steps=None))
+def test_unset_epochs_need_a_schedule_with_a_length(base_configs) -> None:
+    validate(_with(base_configs["ce"], trainer__epochs=None, trainer__max_steps=None, schedule__name="meal_step"))
+    error = _fails(_with(base_configs["ce"], trainer__epochs=None, schedule__name="cosine"), "trainer.epochs")
+    assert "schedule 'cosine' has no length" in str(error)
+    error = _fails(_with(base_configs["ce"], trainer__epochs=None, schedule__name="meal_step", schedule__factor=0.001),
+                   "schedule.factor")
+    assert "350 x 0.001 = 0 epochs" in str(error)
 
 
 @pytest.mark.parametrize(
