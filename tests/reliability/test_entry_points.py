@@ -1,0 +1,127 @@
+"""Every command a user runs ends a mistake in one `error:` line naming the key or file, with exit status 2.
+
+launch.py, ``python -m meal.softlabels``, ``python -m meal.bench`` and ``python -m meal.report`` are each run
+in a subprocess with bad inputs (the examples reported as tracebacks before); Ctrl-C ends launch.py quietly
+with status 130.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO, meal_environ
+
+CHEAP = [
+    "data=synthetic",
+    "data.train_size=64",
+    "data.test_size=32",
+    "data.batch_size=32",
+    "logger=none",
+    "trainer.epochs=1",
+    "trainer.progress=off",
+    "trainer.threads=1",
+]
+TIMEOUT_S = 300
+
+# (id, command after `python`, the key or file the error line must name)
+BAD_INPUTS = [
+    (
+        "launch-betas",
+        ["launch.py", *CHEAP, "method=ce", "teachers=none", "optim=adamw", "optim.betas=[1.5,0.9]"],
+        "optim.betas[0]",
+    ),
+    ("launch-threads", ["launch.py", *CHEAP, "method=ce", "teachers=none", "trainer.threads=-1"], "trainer.threads"),
+    ("launch-workers", ["launch.py", *CHEAP, "method=ce", "teachers=none", "data.workers=-2"], "data.workers"),
+    ("launch-misspelt-key", ["launch.py", *CHEAP, "trainer.thread=1"], "trainer.thread"),
+    ("launch-unknown-paper", ["launch.py", *CHEAP, "paper=meal_v2_fmnst"], "paper"),
+    (
+        "launch-zoo-not-a-folder",
+        ["launch.py", *CHEAP, "method=ce", "teachers=none", "trainer.export_to_zoo=true", "paths.zoo=$tmp/a_file/zoo"],
+        "paths.zoo",
+    ),
+    (
+        "softlabels-misspelt-key",
+        ["-m", "meal.softlabels", "method=kd", "method.soft_label=cached"],
+        "method.soft_label",
+    ),
+    ("softlabels-no-soft-labels", ["-m", "meal.softlabels", *CHEAP, "method=ce"], "method"),
+    ("softlabels-unknown-ablation", ["-m", "meal.softlabels", "method=kd", "ablation=fmnist_gama"], "ablation"),
+    (
+        "bench-betas",
+        [
+            "-m",
+            "meal.bench",
+            "--steps",
+            "1",
+            "--random-teachers",
+            *CHEAP,
+            "method=kd",
+            "teachers=fmnist_pair",
+            "optim=adamw",
+            "optim.betas=[0.9,1.0]",
+        ],
+        "optim.betas[1]",
+    ),
+    ("bench-misspelt-key", ["-m", "meal.bench", "--steps", "1", "data.batchsize=8"], "data.batchsize"),
+    ("bench-steps", ["-m", "meal.bench", "--steps", "0"], "--steps"),
+    ("report-missing-dir", ["-m", "meal.report", "$tmp/no_such_sweep"], "no_such_sweep"),
+]
+if not torch.backends.mps.is_available():
+    BAD_INPUTS.append(
+        ("launch-mps", ["launch.py", *CHEAP, "method=ce", "teachers=none", "trainer.device=mps"], "trainer.device")
+    )
+
+
+def _run(args: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, *(a.replace("$tmp", str(tmp)) for a in args)]
+    if args[0] == "launch.py":
+        command.append(f"hydra.run.dir={tmp}/run")
+    env = meal_environ(tmp) | {"OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+
+
+@pytest.mark.parametrize(("args", "key"), [(a, k) for _, a, k in BAD_INPUTS], ids=[i for i, _, _ in BAD_INPUTS])
+def test_a_bad_input_ends_in_one_error_line(tmp_path: Path, args: list[str], key: str) -> None:
+    (tmp_path / "a_file").write_text("not a folder\n")
+    proc = _run(args, tmp_path)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, f"exit status {proc.returncode}:\n{output[-3000:]}"
+    assert "Traceback" not in output, output[-3000:]
+    errors = [line for line in output.splitlines() if re.search(r"\berror: ", line)]
+    assert len(errors) == 1, f"expected one error line:\n{output[-3000:]}"
+    assert re.search(rf"error: \S*{re.escape(key)}(?![\w.\[])", errors[0]), f"{key} is not named: {errors[0]}"
+    assert not (tmp_path / "run" / "result.json").exists()
+
+
+def test_ctrl_c_before_training_ends_quietly_with_status_130(tmp_path: Path) -> None:
+    """SIGINT as soon as Hydra has started the job (its .hydra/ record exists), before any training step."""
+    run = tmp_path / "run"
+    command = [
+        sys.executable,
+        "launch.py",
+        *CHEAP,
+        "method=ce",
+        "teachers=none",
+        "data.train_size=20000",
+        f"hydra.run.dir={run}",
+    ]
+    env = meal_environ(tmp_path) | {"OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + TIMEOUT_S
+    while not (run / ".hydra" / "config.yaml").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=TIMEOUT_S)
+    assert proc.returncode == 130, f"exit status {proc.returncode}:\n{output[-3000:]}"
+    assert "Traceback" not in output, output[-3000:]
+    assert "KeyboardInterrupt" not in output
+    assert "interrupted" in output.splitlines()[-1]
+    assert not (run / "result.json").exists()
