@@ -22,6 +22,8 @@ SOFT_LABELS = ("online", "cached")
 LOGGERS = ("wandb", "none")
 LOGGER_MODES = ("auto", "online", "offline", "disabled")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PROGRESS = ("auto", "bar", "log", "off")
+NONFINITE = ("stop", "skip")
 DEVICE_FORM = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DEVICE_FORMS = "auto, cpu, cuda, cuda:N or mps"
 
@@ -74,7 +76,14 @@ def _check_method(m: Any) -> None:
         _one_of("method.d_schedule", m.d_schedule, ("student", "constant"))
         _two_betas("method.d_betas", m.d_betas)
     if hasattr(m, "soft_labels"):
+        from meal.softlabels.spec import DTYPES
+
         _one_of("method.soft_labels", m.soft_labels, SOFT_LABELS)
+        _one_of("method.cache_dtype", m.cache_dtype, tuple(DTYPES))
+    if m.name == "meal_v2":
+        from meal.methods.meal_v2 import LOSSES
+
+        _one_of("method.loss", m.loss, LOSSES)
     if m.name == "meal_v1":
         _check_blockwise(m)
 
@@ -125,5 +134,7 @@ def validate(cfg: Any) -> None:
     _check_device("trainer.device", cfg.trainer.device)
     _one_of("trainer.precision", cfg.trainer.precision, PRECISIONS)
     _one_of("trainer.teacher_precision", cfg.trainer.teacher_precision, PRECISIONS)
+    _one_of("trainer.progress", cfg.trainer.progress, PROGRESS)
+    _one_of("trainer.nonfinite", cfg.trainer.nonfinite, NONFINITE)
     _one_of("logger.name", cfg.logger.name, LOGGERS)
     _one_of("logger.mode", cfg.logger.mode, LOGGER_MODES)

@@ -199,3 +199,15 @@ def test_betas_come_in_pairs(base_configs, key: str, method: str) -> None:
 
 def test_unknown_optimizer(base_configs) -> None:
     assert "choose one of: sgd, adamw" in str(_fails(_with(base_configs["ce"], optim__name="lbfgs"), "optim.name"))
+
+
+@pytest.mark.parametrize(
+    ("method", "key", "allowed"),
+    [("ce", "trainer.progress", "auto, bar, log, off"), ("ce", "trainer.nonfinite", "stop, skip"),
+     ("meal_v2", "method.loss", "ce, kl"), ("kd", "method.cache_dtype", "float16, bfloat16, float32")],
+)
+def test_more_choices_are_checked_up_front(base_configs, method: str, key: str, allowed: str) -> None:
+    error = _fails(_with(base_configs[method], **{key.replace(".", "__"): "bogus"}), key)
+    assert str(error) == f"{key}: 'bogus' is not a valid choice (choose one of: {allowed})"
+    for value in allowed.split(", "):
+        validate(_with(base_configs[method], **{key.replace(".", "__"): value}))

@@ -72,6 +72,7 @@ BAD_INPUTS = [
     ),
     ("bench-misspelt-key", ["-m", "meal.bench", "--steps", "1", "data.batchsize=8"], "data.batchsize"),
     ("bench-steps", ["-m", "meal.bench", "--steps", "0"], "--steps"),
+    ("launch-run-dir-under-a-file", ["launch.py", *CHEAP, "hydra.run.dir=$tmp/a_file/run"], "a_file/run"),
     ("report-missing-dir", ["-m", "meal.report", "$tmp/no_such_sweep"], "no_such_sweep"),
 ]
 if not torch.backends.mps.is_available():
@@ -82,7 +83,7 @@ if not torch.backends.mps.is_available():
 
 def _run(args: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, *(a.replace("$tmp", str(tmp)) for a in args)]
-    if args[0] == "launch.py":
+    if args[0] == "launch.py" and not any(a.startswith("hydra.run.dir=") for a in args):
         command.append(f"hydra.run.dir={tmp}/run")
     env = meal_environ(tmp) | {"OMP_NUM_THREADS": "1"}
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
