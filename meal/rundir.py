@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from meal.engine.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text
 from meal.errors import MealError
+from meal.keys import RESTART_FREE_KEYS
 from meal.runlock import RunDirLock
 
 log = logging.getLogger(__name__)
@@ -22,13 +23,6 @@ RESOLVED_CONFIG = "resolved_config.yaml"
 # last accepted start (in .hydra/accepted/) puts them back when a start is refused.
 HYDRA_RECORD = ("config.yaml", "hydra.yaml", "overrides.yaml")
 HYDRA_KEPT = "accepted"
-# Keys that may change between a run's starts without changing its results. The NaN policy is among
-# them so that a run stopped by a NaN loss can go on from its last checkpoint, skipping the bad steps.
-RESTART_FREE_KEYS = (
-    "paths", "logger", "cluster", "resources", "trainer.device", "trainer.progress", "trainer.log_every_steps",
-    "trainer.threads", "trainer.max_steps", "trainer.nonfinite", "trainer.max_skipped_steps", "data.workers",
-    "data.root", "data.download",
-)
 
 
 def _drop(container: dict, dotted: str) -> None:

@@ -8,27 +8,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from meal.keys import NOT_SWEPT_KEYS, key_patterns
 from meal.reporting.collect import ReportError, RunRecord
 from meal.reporting.stats import Interval, interval
 
-#: override keys (glob patterns) that never count as swept: the seed, Hydra's own settings and
-#: keys that choose where or how a run executes rather than what it computes
-EXCLUDED_KEYS: tuple[str, ...] = (
-    "seed",
-    "hydra",
-    "hydra/*",
-    "hydra.*",
-    "cluster",
-    "cluster/*",
-    "cluster.*",
-    "resources",
-    "resources/*",
-    "resources.*",
-    "logger*",
-    "paths",
-    "paths/*",
-    "paths.*",
-)
+#: override keys (glob patterns) that never count as swept: the seed and the keys that choose where or
+#: how a run executes rather than what it computes (one definition: :data:`meal.keys.NOT_SWEPT_KEYS`)
+EXCLUDED_KEYS: tuple[str, ...] = key_patterns(NOT_SWEPT_KEYS)
 
 #: result fields summarised for every configuration (percent, except img_per_s and wall_s)
 SUMMARY_FIELDS: tuple[str, ...] = (

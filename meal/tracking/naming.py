@@ -7,10 +7,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from meal.keys import is_not_swept, override_key
 
-# Override keys that name where a run goes, not what it is.
-_NOT_IN_NAME = ("hydra", "paths", "logger", "cluster", "resources", "seed")
+log = logging.getLogger(__name__)
 
 
 def _hydra_config() -> Any:
@@ -49,8 +48,8 @@ def _swept_overrides() -> list[str]:
     swept = _sweep_keys(Path(hc.sweep.dir)) if str(hc.mode) == "RunMode.MULTIRUN" else None
     kept = []
     for item in overrides:
-        key = item.lstrip("+~").split("=", 1)[0]
-        if key.split(".")[0].split("/")[0] in _NOT_IN_NAME:
+        key = override_key(item)
+        if is_not_swept(key):  # where and how the run executes, and the seed (shown at the end)
             continue
         if swept is None or key.split("@")[0] in swept:
             kept.append(item.lstrip("+"))
