@@ -23,7 +23,7 @@ from meal.data import DataBundle, build_data
 from meal.data.checks import check_not_empty
 from meal.engine import distributed
 from meal.engine.acceleration import accelerate
-from meal.engine.environment import configure_determinism, seed_everything, select_device
+from meal.engine.environment import configure_determinism, configure_threads, seed_everything, select_device
 from meal.engine.evaluate import evaluate_teachers
 from meal.engine.schedule import resolve_epochs
 from meal.engine.trainer import Trainer, images_per_second
@@ -184,8 +184,7 @@ def _train(cfg: DictConfig, run_dir: Path, job_type: str, started: float,
     zoo_target = _check_zoo_target(cfg, run_dir)
     if dist.rank == 0:
         check_config(cfg, run_dir)  # a restart with another config is refused before any work
-    if cfg.trainer.threads:
-        torch.set_num_threads(int(cfg.trainer.threads))
+    configure_threads(cfg.trainer.threads)
     seed_everything(int(cfg.seed))  # the same initial weights on every rank
     configure_determinism(cfg.trainer.deterministic)
     device = select_device(cfg.trainer.device) if dist.device is None else dist.device

@@ -47,6 +47,29 @@ def select_device(name: str) -> torch.device:
     return device
 
 
+def configure_threads(threads: int | None) -> int | None:
+    """Set torch's intra-op thread count and return it (None: torch's default was kept).
+
+    `trainer.threads` when set; otherwise, in a Slurm job, the CPUs Slurm gave each task
+    (``SLURM_CPUS_PER_TASK``), so a job with ``cpus_per_task=1`` does not run several threads on one core.
+    """
+    if threads is None:
+        slurm = os.environ.get("SLURM_CPUS_PER_TASK", "").strip()
+        if not slurm:
+            return None
+        try:
+            threads = int(slurm)
+        except ValueError:
+            log.warning("SLURM_CPUS_PER_TASK=%r is not a number: keeping torch's %d threads", slurm,
+                        torch.get_num_threads())
+            return None
+        if threads < 1:
+            return None
+        log.info("%d threads (SLURM_CPUS_PER_TASK; trainer.threads overrides it)", threads)
+    torch.set_num_threads(int(threads))
+    return int(threads)
+
+
 def rng_state() -> dict:
     """Every generator's state, for checkpoints."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
