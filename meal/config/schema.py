@@ -26,7 +26,7 @@ class DataConfig:
 
     name: str = MISSING
     root: str | None = None
-    download: bool = False
+    download: Any = "auto"  # auto | true | false (checked in meal.data): auto downloads only without data.root
     num_classes: int = ranged(10, ge=1)
     in_channels: int = ranged(3, ge=1)
     image_size: int = ranged(32, ge=1)

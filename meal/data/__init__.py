@@ -44,6 +44,8 @@ def _check(cfg: Any) -> None:
             raise ConfigError(f"data.{key}", f"must be positive, got {getattr(cfg, key)}")
     if cfg.train_subset is not None and cfg.train_subset <= 0:
         raise ConfigError("data.train_subset", f"must be positive or null, got {cfg.train_subset}")
+    if not (cfg.download is True or cfg.download is False or cfg.download == "auto"):
+        raise ConfigError("data.download", f"must be auto, true or false, got {cfg.download!r}")
     if not 0.0 <= cfg.val_split < 1.0:
         raise ConfigError("data.val_split", f"must be in [0, 1), got {cfg.val_split}")
     folder = cfg.name in ("imagenet", "imagefolder")
@@ -82,11 +84,12 @@ def _split(n: int, cfg: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 def _tensor_splits(cfg: Any, data_dir: Path) -> TensorSplits:
     root = Path(cfg.root).expanduser() if cfg.root else None
+    download = cfg.download if root is None else cfg.download is True  # auto never downloads into data.root
     if cfg.name == "fashion_mnist":
-        return load_fashion_mnist(root, data_dir / "fashion_mnist", cfg.download)
+        return load_fashion_mnist(root, data_dir / "fashion_mnist", download)
     if cfg.name == "synthetic":
         return make_synthetic(cfg.train_size, cfg.test_size, cfg.in_channels, cfg.image_size, cfg.num_classes)
-    return load_torchvision_set(cfg.name, root or data_dir / cfg.name, cfg.download)
+    return load_torchvision_set(cfg.name, root or data_dir / cfg.name, download)
 
 
 def _check_shape(cfg: Any, images: torch.Tensor, labels: torch.Tensor) -> None:

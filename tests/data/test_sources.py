@@ -7,6 +7,7 @@ import functools
 import gzip
 import hashlib
 import importlib.util
+import logging
 import pickle
 import struct
 import sys
@@ -244,7 +245,7 @@ def test_build_data_with_a_mistyped_fashion_root_is_refused(tmp_path: Path) -> N
 
 def test_build_data_without_fashion_mnist_is_a_data_error(tmp_path: Path, no_debian_fashion: Path) -> None:
     with pytest.raises(DataError, match="dataset-fashion-mnist") as info:
-        build_data(data_cfg("fashion_mnist"), tmp_path, seed=0, device=CPU)
+        build_data(data_cfg("fashion_mnist", "download=false"), tmp_path, seed=0, device=CPU)
     assert str(tmp_path / "fashion_mnist") in str(info.value)  # data_dir/fashion_mnist is searched too
 
 
@@ -408,7 +409,7 @@ def test_cifar_with_a_corrupt_file_is_a_data_error(tmp_path: Path, cifar10_root)
 
 @pytest.mark.parametrize("dataset", ["cifar10", "cifar100", "svhn"])
 def test_missing_torchvision_sets_explain_the_fix(tmp_path: Path, dataset: str) -> None:
-    cfg = data_cfg(dataset)
+    cfg = data_cfg(dataset, "download=false")
     with pytest.raises(DataError) as info:
         build_data(cfg, tmp_path, seed=0, device=CPU)
     message = str(info.value)
@@ -726,3 +727,130 @@ def test_validation_labels_follow_the_training_class_map(image_tree) -> None:
             for index, label in zip(batch.index.tolist(), batch.y.tolist(), strict=True):
                 path, _ = loader.dataset.folder.samples[index]
                 assert label == train_map[Path(path).parent.name]
+
+
+# --- data.download: auto (the default), true, false ----------------------------------------------------
+
+
+class FakeFashionDownload:
+    """Stands in for torchvision's download: records where it was asked to write, then writes small files."""
+
+    def __init__(self, fail: Exception | None = None) -> None:
+        self.targets: list[Path] = []
+        self.fail = fail
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def __call__(self, target: Path) -> None:
+        self.targets.append(target)
+        if self.fail is not None:
+            raise self.fail
+        self.arrays = write_fake_fashion(target / "FashionMNIST" / "raw", n_train=10, n_test=4, gz=False)
+
+
+@pytest.fixture
+def fake_download(monkeypatch: pytest.MonkeyPatch) -> FakeFashionDownload:
+    fake = FakeFashionDownload()
+    monkeypatch.setattr(sources, "download_fashion_mnist", fake)
+    return fake
+
+
+def test_download_defaults_to_auto() -> None:
+    assert data_cfg("fashion_mnist").download == "auto"
+    assert data_cfg("cifar10").download == "auto"
+
+
+def test_auto_downloads_fashion_mnist_found_nowhere_into_the_data_dir(
+    tmp_path: Path, no_debian_fashion: Path, fake_download: FakeFashionDownload, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="meal.data.sources")
+    bundle = build_data(data_cfg("fashion_mnist", "train_subset=null"), tmp_path / "data_dir", seed=0, device=CPU)
+    assert fake_download.targets == [tmp_path / "data_dir" / "fashion_mnist"]
+    assert bundle.train.num_samples == 10 and bundle.test.num_samples == 4
+    assert next(iter(bundle.test)).y.tolist() == fake_download.arrays["test_labels"].tolist()
+    said = [r.getMessage() for r in caplog.records if "downloading it into" in r.getMessage()]
+    assert said == [f"Fashion-MNIST not found in {no_debian_fashion}, {tmp_path / 'data_dir' / 'fashion_mnist'}: "
+                    f"downloading it into {tmp_path / 'data_dir' / 'fashion_mnist'}"]
+    # The next run finds the downloaded files and downloads nothing.
+    build_data(data_cfg("fashion_mnist"), tmp_path / "data_dir", seed=0, device=CPU)
+    assert len(fake_download.targets) == 1
+
+
+def test_auto_never_downloads_into_an_explicit_root(
+    tmp_path: Path, no_debian_fashion: Path, fake_download: FakeFashionDownload
+) -> None:
+    with pytest.raises(DataError, match=r"^data\.root: Fashion-MNIST not found in \S+/mine \(an explicit"):
+        build_data(data_cfg("fashion_mnist", f"root={tmp_path / 'mine'}"), tmp_path, seed=0, device=CPU)
+    assert fake_download.targets == []
+
+
+def test_download_true_downloads_into_an_explicit_root(
+    tmp_path: Path, no_debian_fashion: Path, fake_download: FakeFashionDownload
+) -> None:
+    cfg = data_cfg("fashion_mnist", f"root={tmp_path / 'mine'}", "download=true", "train_subset=null")
+    assert build_data(cfg, tmp_path, seed=0, device=CPU).train.num_samples == 10
+    assert fake_download.targets == [tmp_path / "mine"]
+
+
+def test_download_false_never_downloads(
+    tmp_path: Path, no_debian_fashion: Path, fake_download: FakeFashionDownload
+) -> None:
+    with pytest.raises(DataError, match=r"set data\.download=auto"):
+        build_data(data_cfg("fashion_mnist", "download=false"), tmp_path, seed=0, device=CPU)
+    assert fake_download.targets == []
+
+
+def test_auto_without_a_network_names_the_debian_package_and_data_root(
+    tmp_path: Path, no_debian_fashion: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import urllib.error
+
+    fake = FakeFashionDownload(fail=urllib.error.URLError("[Errno -3] Temporary failure in name resolution"))
+    monkeypatch.setattr(sources, "download_fashion_mnist", fake)
+    with pytest.raises(DataError) as info:
+        build_data(data_cfg("fashion_mnist"), tmp_path / "data_dir", seed=0, device=CPU)
+    message = str(info.value)
+    assert fake.targets == [tmp_path / "data_dir" / "fashion_mnist"]
+    assert message.startswith(f"data.root: Fashion-MNIST not found in {no_debian_fashion}, ")
+    assert "the download into" in message and "Temporary failure in name resolution" in message
+    assert "apt-get install dataset-fashion-mnist" in message and "point data.root at it" in message
+    assert "\n" not in message
+
+
+def test_auto_downloads_a_missing_torchvision_set_and_reports_a_failed_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+    import urllib.error
+
+    calls: list[tuple[str, bool, bool]] = []
+    online = {"value": True}
+
+    def fake_dataset(name: str, root: Path, train: bool, download: bool) -> object:
+        calls.append((name, train, download))
+        if not download:
+            raise RuntimeError("Dataset not found or corrupted. You can use download=True to download it")
+        if not online["value"]:
+            raise urllib.error.URLError("Network is unreachable")
+        n = 6 if train else 3
+        return types.SimpleNamespace(data=np.zeros((n, 32, 32, 3), dtype=np.uint8), targets=list(range(n)))
+
+    monkeypatch.setattr(sources, "_torchvision_dataset", fake_dataset)
+    bundle = build_data(data_cfg("cifar10", "train_subset=null"), tmp_path, seed=0, device=CPU)
+    assert (bundle.train.num_samples, bundle.test.num_samples) == (6, 3)
+    assert calls == [("cifar10", True, False), ("cifar10", True, True), ("cifar10", False, True)]
+
+    online["value"] = False
+    with pytest.raises(DataError) as info:
+        build_data(data_cfg("cifar10"), tmp_path, seed=0, device=CPU)
+    assert str(info.value).startswith(f"data.root: cifar10 not found in {tmp_path / 'cifar10'} and the download "
+                                      "failed (<urlopen error Network is unreachable>)")
+    assert "point data.root at it" in str(info.value)
+    calls.clear()
+    with pytest.raises(DataError):  # an explicit data.root is never downloaded into with auto
+        build_data(data_cfg("cifar10", f"root={tmp_path / 'mine'}"), tmp_path, seed=0, device=CPU)
+    assert calls == [("cifar10", True, False)]
+
+
+def test_a_bad_download_value_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^data\.download: must be auto, true or false, got 'maybe'"):
+        build_data(data_cfg("synthetic", "download=maybe"), tmp_path, seed=0, device=CPU)
