@@ -28,6 +28,8 @@ log = logging.getLogger("meal")
 
 USER_ERROR = 2
 INTERRUPTED = 130
+KINDS = {"Integer": "a whole number", "Float": "a number", "Boolean": "true or false"}
+EXAMPLES = {"Integer": "3", "Float": "0.5", "Boolean": "true"}
 
 
 def _lines(text: str) -> list[str]:
@@ -72,6 +74,12 @@ def _omegaconf_line(exc: Any, override_hint: str | None = None) -> str:
         return f"{key}: no such key ({fix})"
     if isinstance(exc, MissingMandatoryValue):
         return f"{key}: has no value and needs one (set it on the command line: {key}=...)"
+    wanted = re.search(r"could not be converted to (\w+)|is not a valid (bool)", problem)
+    kind = (wanted.group(1) or "Boolean") if wanted else None
+    if kind in KINDS:
+        base, is_element = key.split("[")[0], "[" in key
+        example = f"[{EXAMPLES[kind]}]" if is_element else EXAMPLES[kind]
+        override_hint = f"give {KINDS[kind]}, e.g. {base}={example}"
     fix = f" ({override_hint})" if override_hint else ""
     return f"{key}: {problem}{fix}"
 

@@ -67,7 +67,8 @@ def test_a_key_with_no_close_match_lists_the_keys() -> None:
 
 def test_a_wrong_type_names_the_key() -> None:
     assert error_line(_composition_error("trainer.epochs=three")) == (
-        "trainer.epochs: Value 'three' of type 'str' could not be converted to Integer"
+        "trainer.epochs: Value 'three' of type 'str' could not be converted to Integer "
+        "(give a whole number, e.g. trainer.epochs=3)"
     )
 
 

@@ -60,6 +60,8 @@ def _unwrap(obj: Any, file: Path) -> dict[str, Any]:
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a state-dict file (CPU tensors), unwrapped and without DDP/compile prefixes."""
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise CheckpointError(f"{file}: is a folder, not a weights file (give the path of the .pt/.pth file in it)")
     if not file.is_file():
         raise CheckpointError(f"{file}: no such file (check the path of the pretrained weights)")
     try:

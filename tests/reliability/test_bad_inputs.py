@@ -189,9 +189,14 @@ CASES: list[Case | object] = [
     Case("misspelt-key-far-off", ("trainer.zzz=1",), None,
          r"error: trainer\.zzz: no such key \(the keys there are: .*epochs, .*threads"),
     Case("wrong-type", ("trainer.epochs=three",), None,
-         r"error: trainer\.epochs: Value 'three' of type 'str' could not be converted to Integer$"),
+         r"error: trainer\.epochs: Value 'three' of type 'str' could not be converted to Integer \(give a whole "
+         r"number, e\.g\. trainer\.epochs=3\)$"),
     Case("wrong-type-in-list", ("method=meal_v1", "method.gamma=[one]"), None,
-         r"error: method\.gamma\[0\]: Value 'one' (of type 'str' )?could not be converted to Float$"),
+         r"error: method\.gamma\[0\]: Value 'one' (of type 'str' )?could not be converted to Float \(give a number, "
+         r"e\.g\. method\.gamma=\[0\.5\]\)$"),
+    Case("wrong-type-bool", ("trainer.compile=maybe",), None,
+         r"error: trainer\.compile: Value 'maybe' is not a valid bool .*\(give true or false, e\.g\. "
+         r"trainer\.compile=true\)$"),
     Case("override-does-not-parse", ("trainer.epochs=[",), None,
          r"error: command line: cannot parse an override: .* \(write overrides as key=value"),
     # MEAL v1 block settings
@@ -338,6 +343,8 @@ CASES: list[Case | object] = [
          r"student\.taps: no module named 'block9' in fmnist_tiny \(choose from: block1, "),
     Case("student-pretrained-missing", ("student.pretrained=$tmp/no_such_weights.pt",), None,
          r"\S+no_such_weights\.pt: no such file \(check the path of the pretrained weights\)"),
+    Case("student-pretrained-is-a-folder", ("student.pretrained=$tmp",), None,
+         r"error: \S+: is a folder, not a weights file \(give the path of the \.pt/\.pth file in it\)$"),
     Case("precision-unknown", ("trainer.teacher_precision=fp64",), None,
          r"trainer\.teacher_precision: 'fp64' is not a valid choice \(choose one of: auto, fp32, bf16, fp16\)"),
     Case("pretrained-required", ("student.require_pretrained=true",), None,
