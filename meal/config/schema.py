@@ -70,13 +70,20 @@ class TeacherMember:
 
 @dataclass
 class TeacherTraining:
-    """How a missing zoo teacher is trained when `teachers.train_missing` is on."""
+    """The recipe a teacher set asks for: how its zoo teachers were (or are to be) trained.
+
+    A zoo teacher is used only when its sidecar records the same recipe (epochs, optimizer, LR,
+    schedule, training subset); `recipe` names it and is part of the zoo file name
+    (``<arch>-s<seed>-<recipe>.pt``; null keeps ``<arch>-s<seed>.pt``). A missing teacher is trained
+    with it when `teachers.train_missing` is on.
+    """
 
     epochs: int = ranged(10, ge=1)
     lr: float = ranged(0.05, gt=0)
     optim: str = "sgd"
     schedule: str = "cosine"
     train_subset: int | None = ranged(None, ge=1)
+    recipe: str | None = None
 
 
 @dataclass
@@ -224,6 +231,7 @@ class TrainerConfig:
     nonfinite: str = "stop"
     max_skipped_steps: int = ranged(10, ge=0)
     export_to_zoo: bool = False
+    zoo_recipe: str | None = None  # recipe name in the exported zoo file name: <arch>-s<seed>-<recipe>.pt
 
 
 @dataclass
