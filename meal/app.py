@@ -29,8 +29,10 @@ from meal.engine.schedule import resolve_epochs
 from meal.engine.trainer import Trainer, images_per_second
 from meal.entry import INTERRUPTED, USER_ERROR, error_line
 from meal.errors import ConfigError
+from meal.evaluation import evaluate_classifier
 from meal.methods import build_method, method_class
 from meal.models import build_model, count_parameters
+from meal.objective import check_search_objective, current_sweeper, objective_metric
 from meal.rundir import check_config, hold_run_dir, write_config, write_result
 from meal.teachers import export_to_zoo, load_teachers, recipe_of_run, zoo_entry
 from meal.tracking import build_tracker
@@ -56,16 +58,20 @@ def main(cfg: DictConfig) -> float:
 
 
 def run(cfg: DictConfig) -> float:
-    """Train the configured student and return its final top-1 (the sweep objective).
+    """Train the configured student and return the sweep objective: its final validation top-1 when
+    `data.val_split` > 0, else its final test top-1 (`trainer.objective`, see :mod:`meal.objective`).
 
-    NaN when the run never evaluated (stopped by `trainer.max_steps` before its first epoch ended).
+    A search (an optimising sweeper) whose objective would be the test set is refused unless
+    `trainer.objective=test`. NaN when the run never evaluated (stopped by `trainer.max_steps` before its
+    first epoch ended).
     """
     register()
     if HydraConfig.initialized():  # an unknown paper=/ablation=/zoo= option is skipped by Hydra: refuse it
         check_experiment_choices(HydraConfig.get().runtime.choices)
+    metric = check_search_objective(cfg, current_sweeper())
     result = train(cfg, Path(cfg.paths.output_dir))
-    top1 = result.get("top1")
-    return float(top1) if top1 is not None else math.nan
+    value = result.get(metric)
+    return float(value) if value is not None else math.nan
 
 
 def _train_teacher(cfg: DictConfig, member: Any, target: Path) -> None:
@@ -92,8 +98,23 @@ def _train_teacher(cfg: DictConfig, member: Any, target: Path) -> None:
     train(teacher_cfg, run_dir, job_type="teacher", wait_for_dir=True)  # a parallel job may be training it
 
 
+def _final_figures(cfg: DictConfig, state: Any, epochs: int, method: Any, teachers: list,
+                   data: DataBundle) -> dict[str, Any]:
+    """Calibration of the finished student on the test set and, for distillation, its agreement with the teachers.
+
+    None (and no agreement) for a run stopped before its end: its weights are not the evaluated ones.
+    """
+    figures: dict[str, Any] = {"ece": None, "nll": None, "ensemble_agreement": None, "teacher_agreement": {}}
+    if state.epoch < epochs:
+        return figures
+    found = evaluate_classifier(method.student, data.test, data.num_classes, [(t.name, t.model) for t in teachers])
+    figures |= {key: found[key] for key in figures if key in found}
+    return figures
+
+
 def _result(cfg: DictConfig, state: Any, epochs: int, method: Any, teachers: list, teacher_eval: dict,
             wall: float, tracker: Any) -> dict[str, Any]:
+    metric = objective_metric(cfg.trainer.objective, cfg.data.val_split)
     return {
         "method": cfg.method.name,
         "student": cfg.student.arch,
@@ -108,6 +129,10 @@ def _result(cfg: DictConfig, state: Any, epochs: int, method: Any, teachers: lis
         "val_top1": state.last_eval.get("val_top1"),
         "val_top5": state.last_eval.get("val_top5"),
         "best_top1": state.best_top1,
+        "best_val_top1": state.best_val_top1,
+        "best_epoch": state.best_epoch,
+        "best_metric": metric,
+        "objective": metric,
         "teacher_top1": teacher_eval.get("teacher_top1", {}),
         "ensemble_top1": teacher_eval.get("ensemble_top1"),
         "params": count_parameters(method.student),
@@ -174,6 +199,7 @@ def train(cfg: DictConfig, run_dir: Path, job_type: str = "train", wait_for_dir:
     """
     started = time.monotonic()
     validate(cfg)
+    objective_metric(cfg.trainer.objective, cfg.data.val_split)  # a bad objective is refused before any work
     dist = distributed.setup()
     with hold_run_dir(run_dir, rank0=dist.rank == 0, wait=wait_for_dir):
         return _train(cfg, run_dir, job_type, started, dist)
@@ -224,9 +250,10 @@ def _train(cfg: DictConfig, run_dir: Path, job_type: str, started: float,
             return distributed.from_rank0(None)
         result = _result(cfg, state, epochs, method, teachers, extra.get("teacher_eval", {}),
                          time.monotonic() - started, tracker)
+        result |= _final_figures(cfg, state, epochs, method, teachers, data)
         result["world_size"] = dist.world_size
         write_result(run_dir, result)
-        tracker.summary({k: v for k, v in result.items() if isinstance(v, (int, float, str, dict))})
+        tracker.summary(dict(result))  # every field, lists and nulls included: W&B stores them as JSON
         _print_table(result)
         if zoo_target is not None and result["status"] == "completed":
             export_to_zoo(student.net if hasattr(student, "net") else student, zoo_target, {

@@ -225,6 +225,7 @@ class TrainerConfig:
     eval_every: int = ranged(1, ge=1)
     ckpt_every_steps: int | None = ranged(None, ge=1)
     keep_best: bool = True
+    objective: str = "auto"  # auto | val | test: what launch.py returns and best.pt follows (meal.objective)
     log_every_steps: int = ranged(50, ge=1)
     progress: str = "auto"
     grad_clip: float | None = ranged(None, gt=0)

@@ -30,6 +30,7 @@ from meal.engine.progress import Progress
 from meal.engine.schedule import build_optimizer, lr_multiplier, set_lr
 from meal.errors import CheckpointError, MealError
 from meal.methods.base import Method
+from meal.objective import objective_metric
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,9 @@ class TrainState:
     epoch: int = 0
     step_in_epoch: int = 0
     global_step: int = 0
-    best_top1: float = -1.0
+    best_top1: float = -1.0  # test top-1 at the best evaluation (chosen by `best_metric`)
+    best_val_top1: float | None = None  # validation top-1 at the best evaluation, when there is a validation split
+    best_epoch: int | None = None
     skipped_steps: int = 0
     train_seconds: float = 0.0
     images_seen: int = 0
@@ -91,6 +94,8 @@ class Trainer:
         if self.tcfg.nonfinite not in ("stop", "skip"):
             raise MealError(f"trainer.nonfinite: unknown policy '{self.tcfg.nonfinite}' (choose stop or skip)")
         self.state = TrainState()
+        # best.pt follows the run's objective: validation top-1 when there is a validation split
+        self.best_metric = objective_metric(self.tcfg.objective, cfg.data.val_split if data.val is not None else 0.0)
         self._resume_checked = False
         self.guard = PreemptionGuard()
         self.progress = Progress(self.total_steps, self.tcfg.progress, self.tcfg.log_every_steps,
@@ -108,7 +113,8 @@ class Trainer:
         payload = {
             "format": CHECKPOINT_FORMAT,
             "epoch": s.epoch, "step_in_epoch": s.step_in_epoch, "global_step": s.global_step,
-            "best_top1": s.best_top1, "skipped_steps": s.skipped_steps, "train_seconds": s.train_seconds,
+            "best_top1": s.best_top1, "best_val_top1": s.best_val_top1, "best_epoch": s.best_epoch,
+            "skipped_steps": s.skipped_steps, "train_seconds": s.train_seconds,
             "images_seen": s.images_seen, "epoch_sums": s.epoch_sums, "epoch_count": s.epoch_count,
             "last_eval": s.last_eval,
             "student": self.method.student.state_dict(),
@@ -145,7 +151,8 @@ class Trainer:
         set_rng_state(ckpt["rng"])
         self.state = TrainState(
             epoch=ckpt["epoch"], step_in_epoch=ckpt["step_in_epoch"], global_step=ckpt["global_step"],
-            best_top1=ckpt["best_top1"], skipped_steps=ckpt["skipped_steps"],
+            best_top1=ckpt["best_top1"], best_val_top1=ckpt.get("best_val_top1"), best_epoch=ckpt.get("best_epoch"),
+            skipped_steps=ckpt["skipped_steps"],
             train_seconds=ckpt["train_seconds"], images_seen=ckpt["images_seen"],
             epoch_sums=dict(ckpt["epoch_sums"]), epoch_count=ckpt["epoch_count"],
             last_eval=dict(ckpt["last_eval"]),
@@ -323,15 +330,23 @@ class Trainer:
                 s.epoch += 1
                 s.step_in_epoch = 0
                 s.epoch_sums, s.epoch_count = {}, 0
-                improved = "top1" in metrics and metrics["top1"] > s.best_top1
-                if improved:
-                    s.best_top1 = metrics["top1"]
+                improved = self._update_best(metrics)
                 if improved and self.tcfg.keep_best:  # before last.pt: a resume from last.pt never skips it
                     self.save("best.pt")
                 self.save()
             return s
         finally:
             self.guard.uninstall()
+
+    def _update_best(self, metrics: dict[str, Any]) -> bool:
+        """Record this evaluation as the best one when it beats the best so far on `best_metric`."""
+        s = self.state
+        score = metrics.get(self.best_metric)
+        best = s.best_val_top1 if self.best_metric == "val_top1" else s.best_top1
+        if score is None or (best is not None and score <= best):
+            return False
+        s.best_top1, s.best_val_top1, s.best_epoch = metrics["top1"], metrics.get("val_top1"), metrics["epoch"]
+        return True
 
     def _checkpoint_now(self, started: float) -> None:
         elapsed = time.monotonic() - started
