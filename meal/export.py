@@ -101,7 +101,9 @@ def export_onnx(model: torch.nn.Module, path: Path, in_channels: int, image_size
     try:
         if importlib.util.find_spec("onnxscript") is not None:
             batch = torch.export.Dim("batch")
-            program = torch.onnx.export(model, (example,), dynamic_shapes=({0: batch},), dynamo=True, **names)
+            program = torch.onnx.export(
+                model, (example,), dynamic_shapes=({0: batch},), dynamo=True, verbose=False, **names
+            )
             program.save(str(tmp))
         else:
             legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}

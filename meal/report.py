@@ -85,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="PATTERN",
-        help="override keys (glob) never treated as swept, in addition to seed, hydra/*, cluster, "
-        "resources, logger*, paths.*; may be repeated",
+        help="override keys (glob) never treated as swept, in addition to the seed and the execution keys "
+        "of meal/keys.py (hydra, paths, logger, cluster, resources, trainer.log_every_steps, ...); may be repeated",
     )
     return parser
 
