@@ -83,24 +83,37 @@ def test_longer_out_layer_names_the_first_short_list(base_configs) -> None:
 
 
 def test_repeated_and_empty_out_layer(base_configs) -> None:
-    repeated = _with(base_configs["meal_v1"], method__out_layer=[3, 3], method__out_dims=[10, 10],
-                     method__gamma=[1, 1], method__eta=[1, 1])
+    repeated = _with(
+        base_configs["meal_v1"],
+        method__out_layer=[3, 3],
+        method__out_dims=[10, 10],
+        method__gamma=[1, 1],
+        method__eta=[1, 1],
+    )
     assert "repeats a block" in str(_fails(repeated, "method.out_layer"))
-    empty = _with(base_configs["meal_v1"], method__out_layer=[], method__out_dims=[], method__gamma=[],
-                  method__eta=[])
+    empty = _with(base_configs["meal_v1"], method__out_layer=[], method__out_dims=[], method__gamma=[], method__eta=[])
     _fails(empty, "method.out_layer")
 
 
 def test_out_dims_must_be_positive(base_configs) -> None:
-    cfg = _with(base_configs["meal_v1"], method__out_layer=[2, -1], method__out_dims=[64, 0],
-                method__gamma=[1, 1], method__eta=[1, 1])
+    cfg = _with(
+        base_configs["meal_v1"],
+        method__out_layer=[2, -1],
+        method__out_dims=[64, 0],
+        method__gamma=[1, 1],
+        method__eta=[1, 1],
+    )
     _fails(cfg, "method.out_dims[1]")
 
 
 @pytest.mark.parametrize(
     ("key", "allowed"),
-    [("similarity", SIMILARITIES), ("pool", POOLS), ("teacher_selection", SELECTIONS),
-     ("adversarial", ("grl", "joint", "alternating", "none"))],
+    [
+        ("similarity", SIMILARITIES),
+        ("pool", POOLS),
+        ("teacher_selection", SELECTIONS),
+        ("adversarial", ("grl", "joint", "alternating", "none")),
+    ],
 )
 def test_unknown_choices_are_refused_and_known_ones_accepted(base_configs, key: str, allowed: tuple) -> None:
     error = _fails(_with(base_configs["meal_v1"], **{f"method__{key}": "bogus"}), f"method.{key}")
@@ -118,9 +131,19 @@ def test_paper_choices_are_accepted() -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("optim.lr", 0.0), ("optim.lr", -0.1), ("trainer.epochs", 0), ("trainer.epochs", -3),
-     ("data.batch_size", 0), ("data.batch_size", -8), ("data.eval_batch_size", 0), ("trainer.max_steps", 0),
-     ("method.d_lr", 0.0), ("method.K", 0), ("method.temperature", 0.0)],
+    [
+        ("optim.lr", 0.0),
+        ("optim.lr", -0.1),
+        ("trainer.epochs", 0),
+        ("trainer.epochs", -3),
+        ("data.batch_size", 0),
+        ("data.batch_size", -8),
+        ("data.eval_batch_size", 0),
+        ("trainer.max_steps", 0),
+        ("method.d_lr", 0.0),
+        ("method.K", 0),
+        ("method.temperature", 0.0),
+    ],
 )
 def test_non_positive_values_are_refused(base_configs, key: str, value: float) -> None:
     cfg = _with(base_configs["meal_v1"], **{key.replace(".", "__"): value})
@@ -132,15 +155,21 @@ def test_unset_epochs_need_a_schedule_with_a_length(base_configs) -> None:
     validate(_with(base_configs["ce"], trainer__epochs=None, trainer__max_steps=None, schedule__name="meal_step"))
     error = _fails(_with(base_configs["ce"], trainer__epochs=None, schedule__name="cosine"), "trainer.epochs")
     assert "schedule 'cosine' has no length" in str(error)
-    error = _fails(_with(base_configs["ce"], trainer__epochs=None, schedule__name="meal_step", schedule__factor=0.001),
-                   "schedule.factor")
+    error = _fails(
+        _with(base_configs["ce"], trainer__epochs=None, schedule__name="meal_step", schedule__factor=0.001),
+        "schedule.factor",
+    )
     assert "350 x 0.001 = 0 epochs" in str(error)
 
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("logger.name", "tensorboard"), ("logger.mode", "sometimes"), ("method.d_optim", "lbfgs"),
-     ("method.d_schedule", "cosine")],
+    [
+        ("logger.name", "tensorboard"),
+        ("logger.mode", "sometimes"),
+        ("method.d_optim", "lbfgs"),
+        ("method.d_schedule", "cosine"),
+    ],
 )
 def test_other_choices(base_configs, key: str, value: str) -> None:
     _fails(_with(base_configs["meal_v1"], **{key.replace(".", "__"): value}), key)
@@ -203,8 +232,12 @@ def test_unknown_optimizer(base_configs) -> None:
 
 @pytest.mark.parametrize(
     ("method", "key", "allowed"),
-    [("ce", "trainer.progress", "auto, bar, log, off"), ("ce", "trainer.nonfinite", "stop, skip"),
-     ("meal_v2", "method.loss", "ce, kl"), ("kd", "method.cache_dtype", "float16, bfloat16, float32")],
+    [
+        ("ce", "trainer.progress", "auto, bar, log, off"),
+        ("ce", "trainer.nonfinite", "stop, skip"),
+        ("meal_v2", "method.loss", "ce, kl"),
+        ("kd", "method.cache_dtype", "float16, bfloat16, float32"),
+    ],
 )
 def test_more_choices_are_checked_up_front(base_configs, method: str, key: str, allowed: str) -> None:
     error = _fails(_with(base_configs[method], **{key.replace(".", "__"): "bogus"}), key)
