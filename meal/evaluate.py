@@ -17,8 +17,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
 from meal.entry import quiet_interrupt_at_start, run_entry_point
 
 log = logging.getLogger("meal.evaluate")
@@ -149,8 +147,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok; a user error ends in one ``error:`` line and status 2)."""
     args = build_parser().parse_intermixed_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("meal").setLevel(logging.WARNING)
-    torch.set_grad_enabled(False)
     report = evaluate(args.target, args.overrides, args.split, args.checkpoint, args.device)
     sys.stdout.write(json.dumps(report, indent=2) + "\n" if args.json else format_table(report))
     return 0
