@@ -3,20 +3,22 @@
     python experiments/suite/tables.py [RUNS_DIR]     # default: experiments/results/runs
 
 Each table is one `meal.report` aggregation (the same code as `python -m meal.report ... --baseline`),
-laid out with readable method names; every number comes from the runs' result.json files.
+laid out with readable row names; every number comes from the runs' result.json files.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from meal.reporting import aggregate, collect_runs, find_baseline
+from meal.reporting import ConfigRow, ReportError, aggregate, collect_runs, find_baseline
 from meal.reporting.write import comparisons, format_interval, format_p, format_summary
 
 METHOD_KEY = "suite/fmnist_method"
-NAMES = {
+TEACHERS_KEY = "teachers"
+METHODS = {
     "ce": "CE (labels only)",
     "ce_plain": "CE fine-tuning (labels only)",
     "kd": "KD",
@@ -24,34 +26,65 @@ NAMES = {
     "meal_v1_blockwise": "MEAL v1, every block",
     "meal_v2": "MEAL V2",
 }
-#: table name -> (sweep folders, baseline method)
-TABLES: dict[str, tuple[tuple[str, ...], str]] = {
-    "fmnist_tiny, from scratch": (("scratch_tiny_ce", "scratch_tiny_kdv2", "scratch_tiny_v1"), "ce"),
-    "fmnist_tiny, fine-tuning the CE student": (("finetune_tiny",), "ce_plain"),
-    "fmnist_small, from scratch": (("scratch_small_ce", "scratch_small_kdv2"), "ce"),
+TEACHER_SETS = {"fmnist_strong_single": "1 teacher", "fmnist_strong_pair": "2 teachers", "fmnist_strong": "3 teachers"}
+
+
+@dataclass(frozen=True)
+class Table:
+    """One comparison: the sweeps it reads, its baseline row, and optionally the seeds and methods it keeps."""
+
+    sweeps: tuple[str, ...]
+    baseline: str
+    seeds: tuple[str, ...] | None = None
+    methods: tuple[str, ...] | None = None
+
+
+TABLES: dict[str, Table] = {
+    "fmnist_tiny, from scratch": Table(("scratch_tiny_ce", "scratch_tiny_kdv2", "scratch_tiny_v1"), "ce"),
+    "fmnist_tiny, fine-tuning the CE student": Table(("finetune_tiny",), "ce_plain"),
+    "fmnist_small, from scratch": Table(("scratch_small_ce", "scratch_small_kdv2"), "ce"),
+    "fmnist_tiny, MEAL v1 on the logits with 1, 2 and 3 teachers (seeds 0-2)": Table(
+        ("scratch_tiny_ce", "scratch_tiny_v1", "teachers_tiny_v1"), "ce", ("0", "1", "2"), ("ce", "meal_v1")
+    ),
 }
 
 
-def table(runs_dir: Path, sweeps: Sequence[str], baseline_method: str) -> str:
-    """The markdown table of one comparison: test and validation top-1 per method, difference to the baseline."""
-    present = [str(runs_dir / s) for s in sweeps if (runs_dir / s).is_dir()]
+def _label(row: ConfigRow) -> str:
+    name = METHODS[row.params[METHOD_KEY]]
+    teachers = row.params.get(TEACHERS_KEY)
+    return f"{name}, {TEACHER_SETS[teachers]}" if teachers in TEACHER_SETS and TEACHERS_KEY in row.params else name
+
+
+def _order(row: ConfigRow) -> tuple[int, int]:
+    teachers = row.params.get(TEACHERS_KEY)
+    rank = list(TEACHER_SETS).index(teachers) if teachers in TEACHER_SETS else -1
+    return list(METHODS).index(row.params[METHOD_KEY]), rank
+
+
+def table(runs_dir: Path, spec: Table) -> str:
+    """The markdown table of one comparison: test and validation top-1 per row, difference to the baseline."""
+    present = [str(runs_dir / s) for s in spec.sweeps if (runs_dir / s).is_dir()]
     if not present:
         return "(no runs yet)"
-    rows = aggregate(collect_runs(present), "top1")
-    baseline = find_baseline(rows, {METHOD_KEY: baseline_method})
+    runs = collect_runs(present)
+    if spec.seeds is not None:
+        runs = [run for run in runs if run.seed in spec.seeds]
+    rows = aggregate(runs, "top1")
+    if spec.methods is not None:
+        rows = [row for row in rows if row.params[METHOD_KEY] in spec.methods]
+    try:
+        baseline = find_baseline(rows, {METHOD_KEY: spec.baseline})
+    except ReportError as exc:
+        return f"(no comparison: {exc})"
     lines = [
-        "| method | n | test top-1 | 95% CI | Δ vs " + NAMES[baseline_method] + " | 95% CI of Δ | p | val top-1 |",
+        f"| run | n | test top-1 | 95% CI | Δ vs {METHODS[spec.baseline]} | 95% CI of Δ | p | val top-1 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    order = list(NAMES)
-    pairs = sorted(
-        zip(rows, comparisons(rows, baseline, "top1"), strict=True),
-        key=lambda pair: order.index(pair[0].params[METHOD_KEY]),
-    )
+    pairs = sorted(zip(rows, comparisons(rows, baseline, "top1"), strict=True), key=lambda pair: _order(pair[0]))
     for row, comparison in pairs:
         ci = row.interval("top1")
         cells = [
-            NAMES[row.params[METHOD_KEY]],
+            _label(row),
             str(row.n),
             format_summary(row.stats["top1"]),
             format_interval(ci.low, ci.high) if ci else "-",
@@ -59,11 +92,8 @@ def table(runs_dir: Path, sweeps: Sequence[str], baseline_method: str) -> str:
         if comparison is None:
             cells += ["baseline", "", ""]
         else:
-            cells += [
-                f"{comparison.diff:+.2f}",
-                format_interval(comparison.low, comparison.high),
-                format_p(comparison.p),
-            ]
+            interval = format_interval(comparison.low, comparison.high)
+            cells += [f"{comparison.diff:+.2f}", interval, format_p(comparison.p)]
         cells.append(format_summary(row.stats["val_top1"]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -72,8 +102,8 @@ def table(runs_dir: Path, sweeps: Sequence[str], baseline_method: str) -> str:
 def main(argv: Sequence[str]) -> int:
     """Print every table of :data:`TABLES`."""
     runs_dir = Path(argv[0]) if argv else Path(__file__).resolve().parents[1] / "results" / "runs"
-    for title, (sweeps, baseline) in TABLES.items():
-        sys.stdout.write(f"### {title}\n\n{table(runs_dir, sweeps, baseline)}\n\n")
+    for title, spec in TABLES.items():
+        sys.stdout.write(f"### {title}\n\n{table(runs_dir, spec)}\n\n")
     return 0
 
 

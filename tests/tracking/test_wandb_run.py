@@ -124,14 +124,17 @@ def test_distillation_run_logs_losses_and_teacher_accuracy(tmp_path: Path, auto_
 
 
 @pytest.mark.parametrize(
-    ("overrides", "message"),
-    [(["optim.lr=1e30"], "loss became nan"),
-     (["trainer.nonfinite=bogus"], "trainer.nonfinite: unknown policy 'bogus'")],
-    ids=["nan-loss", "config-error-after-tracker-start"],
+    ("overrides", "damaged_checkpoint", "message"),
+    [(["optim.lr=1e30"], False, "loss became nan"),
+     ([], True, "last.pt")],
+    ids=["nan-loss", "checkpoint-error-after-tracker-start"],
 )
 def test_failed_run_is_recorded_as_failed(tmp_path: Path, auto_env: dict[str, str], overrides: list[str],
-                                          message: str) -> None:
+                                          damaged_checkpoint: bool, message: str) -> None:
     run_dir = tmp_path / "failing"
+    if damaged_checkpoint:  # read at resume, after the tracker started: every config check has passed by then
+        (run_dir / "checkpoints").mkdir(parents=True)
+        (run_dir / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
     proc = run_launch(["method=ce", "teachers=none", *SYNTHETIC, "trainer.epochs=1", "logger=wandb",
                        *overrides, f"hydra.run.dir={run_dir}"], auto_env)
 
