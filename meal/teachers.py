@@ -37,10 +37,17 @@ def zoo_entry(zoo: Path, dataset: str, arch: str, seed: int, recipe: str | None 
 
 def recipe_of_run(cfg: Any) -> dict[str, Any]:
     """The recipe a `method=ce` run trains with (what its zoo sidecar records under ``recipe``)."""
-    return {"name": cfg.trainer.zoo_recipe, "epochs": int(cfg.trainer.epochs) if cfg.trainer.epochs else None,
-            "optim": cfg.optim.name, "lr": float(cfg.optim.lr), "schedule": cfg.schedule.name,
-            "train_subset": cfg.data.train_subset, "batch_size": int(cfg.data.batch_size),
-            "weight_decay": float(cfg.optim.weight_decay), "augment": cfg.data.augment}
+    return {
+        "name": cfg.trainer.zoo_recipe,
+        "epochs": int(cfg.trainer.epochs) if cfg.trainer.epochs else None,
+        "optim": cfg.optim.name,
+        "lr": float(cfg.optim.lr),
+        "schedule": cfg.schedule.name,
+        "train_subset": cfg.data.train_subset,
+        "batch_size": int(cfg.data.batch_size),
+        "weight_decay": float(cfg.optim.weight_decay),
+        "augment": cfg.data.augment,
+    }
 
 
 def recorded_recipe(info: dict[str, Any]) -> dict[str, Any] | None:
@@ -51,9 +58,13 @@ def recorded_recipe(info: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(config, dict):
         return None
     try:
-        return {"epochs": config["trainer"]["epochs"], "optim": config["optim"]["name"],
-                "lr": config["optim"]["lr"], "schedule": config["schedule"]["name"],
-                "train_subset": config["data"]["train_subset"]}
+        return {
+            "epochs": config["trainer"]["epochs"],
+            "optim": config["optim"]["name"],
+            "lr": config["optim"]["lr"],
+            "schedule": config["schedule"]["name"],
+            "train_subset": config["data"]["train_subset"],
+        }
     except (KeyError, TypeError):
         return None
 
@@ -78,13 +89,19 @@ def check_recipe(path: Path, training: Any, key: str) -> None:
         return  # an unreadable or missing sidecar is reported by the integrity check
     recorded = recorded_recipe(info) if isinstance(info, dict) else None
     if recorded is None:
-        raise ConfigError(key, f"zoo teacher {path} records no training recipe in {sidecar.name}",
-                          "retrain it into the zoo, or point teachers.members[i].checkpoint at the file")
+        raise ConfigError(
+            key,
+            f"zoo teacher {path} records no training recipe in {sidecar.name}",
+            "retrain it into the zoo, or point teachers.members[i].checkpoint at the file",
+        )
     differences = recipe_mismatch(recorded, training)
     if differences:
-        raise ConfigError(key, f"zoo teacher {path} was trained with {', '.join(differences)}",
-                          "use a teacher set whose `training` block matches the file, or give this recipe its "
-                          "own name (teachers.training.recipe) so its teachers get their own zoo files")
+        raise ConfigError(
+            key,
+            f"zoo teacher {path} was trained with {', '.join(differences)}",
+            "use a teacher set whose `training` block matches the file, or give this recipe its "
+            "own name (teachers.training.recipe) so its teachers get their own zoo files",
+        )
 
 
 def training_command(member: Any, cfg: Any) -> str:
@@ -92,9 +109,15 @@ def training_command(member: Any, cfg: Any) -> str:
     t = cfg.teachers.training
     parts = [
         "python launch.py method=ce teachers=none logger=none",
-        f"data={cfg.data.name}", f"student.arch={member.arch}", f"seed={member.seed}",
-        f"trainer.epochs={t.epochs}", f"optim={t.optim}", f"optim.lr={t.lr}", f"schedule={t.schedule}",
-        "trainer.export_to_zoo=true", f"paths.zoo={cfg.paths.zoo}",
+        f"data={cfg.data.name}",
+        f"student.arch={member.arch}",
+        f"seed={member.seed}",
+        f"trainer.epochs={t.epochs}",
+        f"optim={t.optim}",
+        f"optim.lr={t.lr}",
+        f"schedule={t.schedule}",
+        "trainer.export_to_zoo=true",
+        f"paths.zoo={cfg.paths.zoo}",
     ]
     if t.train_subset is not None:
         parts.append(f"data.train_subset={t.train_subset}")
@@ -136,25 +159,33 @@ def _check_sidecar(path: Path, data: Any, key: str, required: bool) -> str:
         fix = f"restore the file, or delete {sidecar} if the file was replaced on purpose"
     if not sidecar.exists():
         if required:
-            raise CheckpointError(f"{key}: zoo teacher {path} has no sidecar {sidecar.name} to check it against "
-                                  f"({fix}; or name the file in {key}.checkpoint to use it unchecked)")
+            raise CheckpointError(
+                f"{key}: zoo teacher {path} has no sidecar {sidecar.name} to check it against "
+                f"({fix}; or name the file in {key}.checkpoint to use it unchecked)"
+            )
         return sha256
     try:
         info = json.loads(sidecar.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{key}: the sidecar {sidecar} of teacher {path} cannot be read "
-                              f"({str(exc).splitlines()[0]}) ({fix})") from exc
+        raise CheckpointError(
+            f"{key}: the sidecar {sidecar} of teacher {path} cannot be read ({str(exc).splitlines()[0]}) ({fix})"
+        ) from exc
     recorded = info.get("sha256") if isinstance(info, dict) else None
     if recorded is None and (required or not isinstance(info, dict)):
         raise CheckpointError(f"{key}: the sidecar {sidecar} of teacher {path} records no sha256 ({fix})")
     if recorded is not None and recorded != sha256:
-        raise CheckpointError(f"{key}: teacher {path} does not match the sha256 in its sidecar {sidecar.name} (file "
-                              f"{sha256[:12]}..., sidecar {str(recorded)[:12]}...): it changed after it was written "
-                              f"({fix})")
+        raise CheckpointError(
+            f"{key}: teacher {path} does not match the sha256 in its sidecar {sidecar.name} (file "
+            f"{sha256[:12]}..., sidecar {str(recorded)[:12]}...): it changed after it was written "
+            f"({fix})"
+        )
     for field_name, expected in (("classes", data.num_classes), ("in_channels", data.in_channels)):
         if field_name in info and info[field_name] != expected:
-            raise ConfigError(key, f"teacher {path} was trained with {field_name}={info[field_name]}, the data has "
-                              f"{expected}", "use a teacher trained on this dataset")
+            raise ConfigError(
+                key,
+                f"teacher {path} was trained with {field_name}={info[field_name]}, the data has {expected}",
+                "use a teacher trained on this dataset",
+            )
     return sha256
 
 
@@ -164,11 +195,17 @@ def _check_fits(model: nn.Module, name: str, data: Any, key: str, device: torch.
         with torch.no_grad():
             logits = model(x)
     except RuntimeError as exc:
-        raise ConfigError(key, f"teacher '{name}' does not accept {data.in_channels}x{data.image_size}x"
-                          f"{data.image_size} inputs ({str(exc).splitlines()[0]})") from exc
+        raise ConfigError(
+            key,
+            f"teacher '{name}' does not accept {data.in_channels}x{data.image_size}x"
+            f"{data.image_size} inputs ({str(exc).splitlines()[0]})",
+        ) from exc
     if logits.shape[-1] != data.num_classes:
-        raise ConfigError(key, f"teacher '{name}' predicts {logits.shape[-1]} classes, the data has "
-                          f"{data.num_classes}", "use a teacher trained on this dataset")
+        raise ConfigError(
+            key,
+            f"teacher '{name}' predicts {logits.shape[-1]} classes, the data has {data.num_classes}",
+            "use a teacher trained on this dataset",
+        )
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -179,36 +216,49 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def load_teachers(cfg: Any, data: Any, device: torch.device,
-                  train_missing: Callable[[Any, Path], None] | None = None) -> list[Teacher]:
+def load_teachers(
+    cfg: Any, data: Any, device: torch.device, train_missing: Callable[[Any, Path], None] | None = None
+) -> list[Teacher]:
     """Build and load every member of `cfg.teachers`, training missing zoo entries when allowed."""
     members = list(cfg.teachers.members)
     if not members:
-        raise ConfigError("teachers", f"method '{cfg.method.name}' needs teachers but the set "
-                          f"'{cfg.teachers.name}' is empty", "choose a teacher set, e.g. teachers=fmnist_trio")
+        raise ConfigError(
+            "teachers",
+            f"method '{cfg.method.name}' needs teachers but the set '{cfg.teachers.name}' is empty",
+            "choose a teacher set, e.g. teachers=fmnist_trio",
+        )
     teachers: list[Teacher] = []
     for i, member in enumerate(members):
         key = f"teachers.members[{i}]"
         if member.checkpoint:
             path = Path(member.checkpoint).expanduser()
             if not path.is_file():
-                raise CheckpointError(f"{key}.checkpoint: teacher file {path} not found (fix the path or remove "
-                                      "the checkpoint to use the zoo)")
+                raise CheckpointError(
+                    f"{key}.checkpoint: teacher file {path} not found (fix the path or remove "
+                    "the checkpoint to use the zoo)"
+                )
         else:
-            path = zoo_entry(Path(cfg.paths.zoo), cfg.data.name, member.arch, member.seed,
-                             cfg.teachers.training.recipe)
+            path = zoo_entry(Path(cfg.paths.zoo), cfg.data.name, member.arch, member.seed, cfg.teachers.training.recipe)
             if not path.is_file():
                 if not (cfg.teachers.train_missing and train_missing is not None):
-                    raise MealError(f"{key}: teacher {path} is not in the zoo; train it with: "
-                                    f"{training_command(member, cfg)} (or set teachers.train_missing=true)")
+                    raise MealError(
+                        f"{key}: teacher {path} is not in the zoo; train it with: "
+                        f"{training_command(member, cfg)} (or set teachers.train_missing=true)"
+                    )
                 log.info("teacher %s is not in the zoo yet: training it first", member_name(member))
                 train_missing(member, path)
         sha256 = _check_sidecar(path, data, key, required=not member.checkpoint)
         if not member.checkpoint:
             check_recipe(path, cfg.teachers.training, key)
-        model = build_model(member.arch, data.num_classes, data.in_channels, data.image_size,
-                            pretrained=str(path), taps=list(member.taps) if member.taps else None,
-                            key=f"{key}.arch").to(device)
+        model = build_model(
+            member.arch,
+            data.num_classes,
+            data.in_channels,
+            data.image_size,
+            pretrained=str(path),
+            taps=list(member.taps) if member.taps else None,
+            key=f"{key}.arch",
+        ).to(device)
         freeze(model)
         _check_fits(model, member_name(member), data, key, device)
         teachers.append(Teacher(member_name(member), model, str(path), sha256))

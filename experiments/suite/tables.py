@@ -41,7 +41,7 @@ class Table:
 
 TABLES: dict[str, Table] = {
     "fmnist_tiny, from scratch": Table(("scratch_tiny_ce", "scratch_tiny_kdv2", "scratch_tiny_v1"), "ce"),
-    "fmnist_tiny, fine-tuning the CE student": Table(("finetune_tiny",), "ce_plain"),
+    "fmnist_tiny, fine-tuning the CE student": Table(("finetune_tiny", "finetune_tiny_v2"), "ce_plain"),
     "fmnist_small, from scratch": Table(("scratch_small_ce", "scratch_small_kdv2"), "ce"),
     "fmnist_tiny, MEAL v1 on the logits with 1, 2 and 3 teachers (seeds 0-2)": Table(
         ("scratch_tiny_ce", "scratch_tiny_v1", "teachers_tiny_v1"), "ce", ("0", "1", "2"), ("ce", "meal_v1")

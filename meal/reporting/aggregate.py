@@ -164,9 +164,7 @@ def swept_parameters(runs: Sequence[RunRecord], exclude: Iterable[str] = ()) -> 
     return [key for key in keys if len({run.setting(key) for run in runs}) > 1]
 
 
-def aggregate(
-    runs: Sequence[RunRecord], metric: str = "top1", exclude: Iterable[str] = ()
-) -> list[ConfigRow]:
+def aggregate(runs: Sequence[RunRecord], metric: str = "top1", exclude: Iterable[str] = ()) -> list[ConfigRow]:
     """Group the completed runs by their swept values and summarise each group over seeds.
 
     Runs for which :func:`skip_reason` gives a reason are left out. Rows come sorted by the
@@ -219,9 +217,12 @@ def find_baseline(rows: Sequence[ConfigRow], spec: dict[str, str]) -> ConfigRow:
     matches = [row for row in rows if all(row.params[k] == v for k, v in spec.items())]
     wanted = ", ".join(f"{k}={v}" for k, v in spec.items())
     if not matches:
-        raise ReportError(f"--baseline {wanted}: no configuration matches (configurations: "
-                          f"{'; '.join(row.label() for row in rows)})")
+        raise ReportError(
+            f"--baseline {wanted}: no configuration matches (configurations: {'; '.join(row.label() for row in rows)})"
+        )
     if len(matches) > 1:
-        raise ReportError(f"--baseline {wanted}: {len(matches)} configurations match; add a KEY=VALUE to "
-                          f"pick one of: {'; '.join(row.label() for row in matches)}")
+        raise ReportError(
+            f"--baseline {wanted}: {len(matches)} configurations match; add a KEY=VALUE to "
+            f"pick one of: {'; '.join(row.label() for row in matches)}"
+        )
     return matches[0]
