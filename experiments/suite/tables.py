@@ -37,6 +37,7 @@ class Table:
     baseline: str
     seeds: tuple[str, ...] | None = None
     methods: tuple[str, ...] | None = None
+    required: tuple[str, ...] = ()
 
 
 TABLES: dict[str, Table] = {
@@ -44,7 +45,11 @@ TABLES: dict[str, Table] = {
     "fmnist_tiny, fine-tuning the CE student": Table(("finetune_tiny", "finetune_tiny_v2"), "ce_plain"),
     "fmnist_small, from scratch": Table(("scratch_small_ce", "scratch_small_kdv2"), "ce"),
     "fmnist_tiny, MEAL v1 on the logits with 1, 2 and 3 teachers (seeds 0-2)": Table(
-        ("scratch_tiny_ce", "scratch_tiny_v1", "teachers_tiny_v1"), "ce", ("0", "1", "2"), ("ce", "meal_v1")
+        ("scratch_tiny_ce", "scratch_tiny_v1", "teachers_tiny_v1"),
+        "ce",
+        ("0", "1", "2"),
+        ("ce", "meal_v1"),
+        required=("teachers_tiny_v1",),
     ),
 }
 
@@ -64,8 +69,9 @@ def _order(row: ConfigRow) -> tuple[int, int]:
 def table(runs_dir: Path, spec: Table) -> str:
     """The markdown table of one comparison: test and validation top-1 per row, difference to the baseline."""
     present = [str(runs_dir / s) for s in spec.sweeps if (runs_dir / s).is_dir()]
-    if not present:
-        return "(no runs yet)"
+    missing = [s for s in spec.required if not (runs_dir / s).is_dir()]
+    if not present or missing:
+        return f"(not run yet: {', '.join(missing) or ', '.join(spec.sweeps)})"
     runs = collect_runs(present)
     if spec.seeds is not None:
         runs = [run for run in runs if run.seed in spec.seeds]
