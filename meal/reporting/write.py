@@ -105,9 +105,11 @@ def comparisons(rows: Sequence[ConfigRow], baseline: ConfigRow | None, metric: s
     if baseline is None:
         return [None] * len(rows)
     reference = baseline.by_seed(metric)
-    return [
-        None if row is baseline or not row.by_seed(metric) else compare(row.by_seed(metric), reference) for row in rows
-    ]
+    result: list[Comparison | None] = []
+    for row in rows:
+        values = row.by_seed(metric)
+        result.append(None if row is baseline or not values else compare(values, reference))
+    return result
 
 
 def write_csv(rows: Sequence[ConfigRow], path: Path, metric: str = "top1", baseline: ConfigRow | None = None) -> Path:
