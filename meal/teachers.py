@@ -80,18 +80,13 @@ def recipe_mismatch(recorded: dict[str, Any], training: Any) -> list[str]:
     return differences
 
 
-def check_recipe(path: Path, training: Any, key: str) -> None:
-    """Refuse a zoo teacher whose sidecar records another recipe than the teacher set's `training` block."""
-    sidecar = path.with_suffix(".json")
-    try:
-        info = json.loads(sidecar.read_text())
-    except (OSError, json.JSONDecodeError):
-        return  # an unreadable or missing sidecar is reported by the integrity check
-    recorded = recorded_recipe(info) if isinstance(info, dict) else None
+def check_recipe(path: Path, info: dict[str, Any], training: Any, key: str) -> None:
+    """Refuse a zoo teacher whose sidecar `info` records another recipe than the teacher set's `training` block."""
+    recorded = recorded_recipe(info)
     if recorded is None:
         raise ConfigError(
             key,
-            f"zoo teacher {path} records no training recipe in {sidecar.name}",
+            f"zoo teacher {path} records no training recipe in {path.with_suffix('.json').name}",
             "retrain it into the zoo, or point teachers.members[i].checkpoint at the file",
         )
     differences = recipe_mismatch(recorded, training)
@@ -145,8 +140,8 @@ def member_name(member: Any) -> str:
     return f"{member.arch}-s{member.seed}"
 
 
-def _check_sidecar(path: Path, data: Any, key: str, required: bool) -> str:
-    """Check a teacher file against its JSON sidecar and return the file's SHA-256.
+def _check_sidecar(path: Path, data: Any, key: str, required: bool) -> tuple[str, dict[str, Any]]:
+    """Check a teacher file against its JSON sidecar; return the file's SHA-256 and the parsed sidecar ({} if none).
 
     A zoo entry (`required`) is used only with a sidecar that parses and records the file's SHA-256. An
     explicit checkpoint may come without a sidecar; one it has must parse and match the file too.
@@ -163,7 +158,7 @@ def _check_sidecar(path: Path, data: Any, key: str, required: bool) -> str:
                 f"{key}: zoo teacher {path} has no sidecar {sidecar.name} to check it against "
                 f"({fix}; or name the file in {key}.checkpoint to use it unchecked)"
             )
-        return sha256
+        return sha256, {}
     try:
         info = json.loads(sidecar.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -186,7 +181,7 @@ def _check_sidecar(path: Path, data: Any, key: str, required: bool) -> str:
                 f"teacher {path} was trained with {field_name}={info[field_name]}, the data has {expected}",
                 "use a teacher trained on this dataset",
             )
-    return sha256
+    return sha256, info
 
 
 def _check_fits(model: nn.Module, name: str, data: Any, key: str, device: torch.device) -> None:
@@ -247,9 +242,9 @@ def load_teachers(
                     )
                 log.info("teacher %s is not in the zoo yet: training it first", member_name(member))
                 train_missing(member, path)
-        sha256 = _check_sidecar(path, data, key, required=not member.checkpoint)
+        sha256, info = _check_sidecar(path, data, key, required=not member.checkpoint)
         if not member.checkpoint:
-            check_recipe(path, cfg.teachers.training, key)
+            check_recipe(path, info, cfg.teachers.training, key)
         model = build_model(
             member.arch,
             data.num_classes,
