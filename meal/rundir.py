@@ -99,7 +99,7 @@ def check_config(cfg: DictConfig, run_dir: Path) -> bool:
         assert isinstance(previous, dict)
         for key in RESTART_FREE_KEYS:
             _drop(previous, key)
-        diff = _differences(previous, current)
+        diff = [key for key in _differences(previous, current) if not _added_at_default(previous, current, key)]
         if diff:
             shown = ", ".join(f"{k} (was {_get(previous, k)!r}, now {_get(current, k)!r})" for k in diff[:4])
             overrides = _restore_hydra_record(record)
@@ -167,6 +167,28 @@ def _restore_hydra_record(record: Path | None) -> Path | None:
         if kept.is_file():
             atomic_write_bytes(record / name, kept.read_bytes())
     return record / "overrides.yaml"
+
+
+def _added_at_default(previous: dict, current: dict, key: str) -> bool:
+    """True when `key` is absent from the run's saved config and holds the schema's default now: a key that
+    a newer meal added, which changes nothing for a run started before it."""
+    from meal.config.schema import NO_DEFAULT, schema_default
+
+    if _has(previous, key) or not _has(current, key):
+        return False
+    default = schema_default(key, _get(current, "method.name"))
+    if default is NO_DEFAULT or default != _get(current, key):
+        return False
+    log.info("%s: not in the run's saved config; the schema's default (%r) is what the run used", key, default)
+    return True
+
+
+def _has(container: Any, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(container, dict) or part not in container:
+            return False
+        container = container[part]
+    return True
 
 
 def _get(container: Any, dotted: str) -> Any:

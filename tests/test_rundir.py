@@ -102,6 +102,24 @@ def test_a_restart_with_another_config_is_refused_before_any_work_and_the_origin
     assert resumed["status"] == "completed" and resumed["steps"] == 4 and resumed["epochs"] == 2
 
 
+def test_a_run_saved_before_a_key_existed_resumes_when_the_key_holds_its_default(tmp_path: Path) -> None:
+    """A sweep started with an older meal: its resolved_config.yaml lacks a key added since (here
+    trainer.objective). At the schema's default the restart is accepted; at another value it is refused."""
+    run = tmp_path / "run"
+    first = train(compose_config([*TINY, "trainer.epochs=2", "trainer.max_steps=2"], run), run)
+    assert first["status"] == "stopped" and first["steps"] == 2
+    saved = OmegaConf.load(run / RESOLVED_CONFIG)
+    assert saved.trainer.objective == "auto"
+    del saved.trainer["objective"]
+    (run / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(saved))
+    before = {name: (run / name).read_bytes() for name in _files(run) if name != LOCK_FILE}
+    with pytest.raises(MealError, match=r"different config: trainer\.objective \(was None, now 'test'\)"):
+        train(compose_config([*TINY, "trainer.epochs=2", "trainer.objective=test"], run), run)
+    assert {name: (run / name).read_bytes() for name in before} == before
+    resumed = train(compose_config([*TINY, "trainer.epochs=2"], run), run)
+    assert resumed["status"] == "completed" and resumed["steps"] == 4
+
+
 def test_a_teacher_run_waits_for_the_directory_instead_of_being_refused(tmp_path: Path) -> None:
     """Two jobs of a sweep that both miss one zoo teacher: the second waits, then finds the first one's run."""
     run = tmp_path / "zoo" / "runs" / "fmnist_tiny-s0"

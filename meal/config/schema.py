@@ -304,6 +304,20 @@ METHOD_SCHEMAS: dict[str, type] = {
     "meal_v2": MealV2MethodConfig,
 }
 
+# The schema of each config group but `method` (whose schema depends on method.name: METHOD_SCHEMAS).
+GROUP_SCHEMAS: dict[str, type] = {
+    "data": DataConfig,
+    "student": ModelConfig,
+    "teachers": TeachersConfig,
+    "optim": OptimConfig,
+    "schedule": ScheduleConfig,
+    "trainer": TrainerConfig,
+    "logger": LoggerConfig,
+    "paths": PathsConfig,
+    "cluster": ClusterConfig,
+    "resources": ResourcesConfig,
+}
+
 
 def register_schemas() -> None:
     """Register the schemas in Hydra's ConfigStore (idempotent).
@@ -313,19 +327,32 @@ def register_schemas() -> None:
     """
     cs = ConfigStore.instance()
     cs.store(name="meal_schema", node=MealConfig)
-    groups: dict[str, type] = {
-        "data": DataConfig,
-        "student": ModelConfig,
-        "teachers": TeachersConfig,
-        "optim": OptimConfig,
-        "schedule": ScheduleConfig,
-        "trainer": TrainerConfig,
-        "logger": LoggerConfig,
-        "paths": PathsConfig,
-        "cluster": ClusterConfig,
-        "resources": ResourcesConfig,
-    }
-    for group, node in groups.items():
+    for group, node in GROUP_SCHEMAS.items():
         cs.store(group="schema", name=group, node=node)
     for name, node in METHOD_SCHEMAS.items():
         cs.store(group="schema/method", name=name, node=node)
+
+
+NO_DEFAULT = object()
+
+
+def schema_default(dotted: str, method_name: str | None = None) -> Any:
+    """The schema's default for the config key `dotted` (e.g. ``trainer.objective``), as a plain value.
+
+    ``method.*`` keys are looked up in `method_name`'s schema. Returns :data:`NO_DEFAULT` when the schemas
+    hold no such key or it has no default (a required value).
+    """
+    from omegaconf import OmegaConf
+
+    root = OmegaConf.structured(MealConfig)
+    if method_name in METHOD_SCHEMAS:
+        root.method = OmegaConf.structured(METHOD_SCHEMAS[method_name])
+    for group, node in GROUP_SCHEMAS.items():
+        root[group] = OmegaConf.structured(node)
+    try:
+        if OmegaConf.is_missing(root, dotted) or OmegaConf.select(root, dotted, default=NO_DEFAULT) is NO_DEFAULT:
+            return NO_DEFAULT
+        value = OmegaConf.select(root, dotted)
+    except Exception:  # an interpolation that cannot resolve without the rest of a run's config
+        return NO_DEFAULT
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
