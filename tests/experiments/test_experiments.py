@@ -26,7 +26,7 @@ from tests.conftest import REPO, compose_config, needs_fashion_mnist, run_launch
 
 CONF = REPO / "conf"
 EXPERIMENTS = REPO / "experiments"
-GROUPS = ("paper", "ablation", "zoo", "suite")
+GROUPS = ("paper", "ablation", "zoo", "suite", "search")
 _MISSING = object()
 
 

@@ -1,0 +1,1 @@
+"""meal's Hydra plugins: the Optuna search sweeper (see :mod:`meal.search`)."""
