@@ -36,6 +36,7 @@ from meal.reporting import (
     swept_parameters,
     write_report,
 )
+from meal.search.summary import read_search
 
 __all__ = [
     "EXCLUDED_KEYS",
@@ -110,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not rows:
         logger.warning("no completed run with a numeric %s; the report lists skipped runs only", args.metric)
     out_dir = Path(args.out) if args.out else Path(args.dirs[0])
+    search = read_search(Path(args.dirs[0]))
     paths = write_report(
         rows,
         out_dir,
@@ -118,7 +120,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         manifests=read_manifests(args.dirs),
         sweep_dirs=list(args.dirs),
         baseline=baseline,
+        search=search,
     )
+    if search is not None:
+        if search.get("best_trial") is None:
+            logger.info("search %s: no trial completed", search.get("study_name"))
+        else:
+            logger.info(
+                "best trial %s: %.2f (%s) %s -> %s",
+                search["best_trial"],
+                search["best_value"],
+                search.get("direction"),
+                " ".join(search.get("best_overrides") or []),
+                paths["best_trial"],
+            )
     n_plots = sum(key.startswith("plot:") for key in paths)
     n_skipped = sum(len(r) for r in skipped.values())
     logger.info(

@@ -1,11 +1,13 @@
-"""One PNG per swept parameter: the metric (mean ± std over seeds) against the parameter's values."""
+"""One PNG per swept parameter: the metric (mean ± std over seeds) against the parameter's values; a search's
+optimization history."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -176,3 +178,31 @@ def _dodge(count: int, spread: float = 0.3) -> list[float]:
         return [0.0] * count
     step = spread / (count - 1)
     return [i * step - spread / 2 for i in range(count)]
+
+
+def plot_optimization_history(
+    trials: Sequence[Mapping[str, Any]], path: Path, direction: str = "maximize", label: str = "objective"
+) -> Path:
+    """Draw a search's history into the PNG ``path``: each completed trial's value by trial number and the
+    best value so far (a step line); ``trials`` are search.json's trial records."""
+    done = sorted((t for t in trials if t.get("value") is not None), key=lambda t: t["number"])
+    pick = max if direction == "maximize" else min
+    best: list[float] = []
+    for trial in done:
+        best.append(pick(best[-1], trial["value"]) if best else trial["value"])
+
+    fig = Figure(figsize=(6.4, 4.4), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    numbers = [t["number"] for t in done]
+    ax.plot(numbers, [t["value"] for t in done], "o", label="trial")
+    ax.step(numbers, best, where="post", color="C3", label=f"best so far ({direction})")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(label)
+    ax.set_title(f"Optimization history: {label}")
+    ax.grid(True, alpha=0.3)
+    if done:
+        ax.legend(fontsize="small")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight")
+    return path

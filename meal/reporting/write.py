@@ -1,23 +1,27 @@
-"""Write ``results.csv``, ``results.md`` and the per-parameter plots of aggregated sweep results."""
+"""Write ``results.csv``, ``results.md`` and the per-parameter plots of aggregated sweep results; for a search,
+``best_trial.json`` and ``optimization_history.png``."""
 
 from __future__ import annotations
 
 import csv
 import json
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from meal.reporting.aggregate import ConfigRow, Summary
 from meal.reporting.collect import RunRecord
-from meal.reporting.plots import plot_configurations, plot_param, safe_name
+from meal.reporting.plots import plot_configurations, plot_optimization_history, plot_param, safe_name
 from meal.reporting.stats import CONFIDENCE, Comparison, compare
 
 logger = logging.getLogger(__name__)
 
 CSV_FILE = "results.csv"
 MD_FILE = "results.md"
+BEST_TRIAL_FILE = "best_trial.json"
+HISTORY_PLOT = "optimization_history.png"
 
 #: columns after the swept parameters, ``{metric}_mean/_std`` are added after ``top5_std`` when
 #: the metric has no column of its own
@@ -313,11 +317,15 @@ def write_report(
     manifests: Mapping[str, Mapping[str, Any]] | None = None,
     sweep_dirs: Sequence[str] = (),
     baseline: ConfigRow | None = None,
+    search: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write ``results.csv``, ``results.md``, ``plot_<param>.png`` per swept parameter and, for two or
     more configurations, ``configurations_<metric>.png`` (each configuration's mean with its 95% CI).
 
-    Returns ``{"csv": path, "md": path, "plot:<param>": path, ..., "configurations": path}``.
+    With a ``search`` (the sweep's search.json), also ``best_trial.json``, ``optimization_history.png``
+    and a "Search" section in results.md.
+    Returns ``{"csv": path, "md": path, "plot:<param>": path, ..., "configurations": path}`` (and
+    ``"best_trial"``, ``"history"``).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -354,4 +362,48 @@ def write_report(
     paths.update({f"plot:{param}": path for param, path in plots.items() if param != "configurations"})
     if "configurations" in plots:
         paths["configurations"] = plots["configurations"]
+    if search is not None:
+        paths.update(write_search_outputs(search, out, paths["md"]))
     return paths
+
+
+def best_trial(search: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The best trial of a search.json: number, value, params, overrides and run directory; None before any."""
+    if search.get("best_trial") is None:
+        return None
+    keys = ("study_name", "direction", "best_trial", "best_value", "best_params", "best_overrides", "best_job_dir")
+    return {key.removeprefix("best_"): search.get(key) for key in keys}
+
+
+def write_search_outputs(search: Mapping[str, Any], out: Path, md_path: Path) -> dict[str, Path]:
+    """``best_trial.json``, ``optimization_history.png`` and the "Search" section appended to results.md."""
+    trials = list(search.get("trials") or [])
+    best = best_trial(search)
+    best_path = out / BEST_TRIAL_FILE
+    best_path.write_text(json.dumps(best, indent=2) + "\n", encoding="utf-8")
+    history = plot_optimization_history(trials, out / HISTORY_PLOT, str(search.get("direction", "maximize")))
+    states = Counter(str(t.get("state")).lower() for t in trials)
+    lines = [
+        "",
+        "## Search",
+        "",
+        f"Study `{search.get('study_name')}` ({search.get('sampler')} sampler, "
+        f"{search.get('direction')}): {len(trials)} of {search.get('n_trials')} trials ("
+        + ", ".join(f"{n} {state}" for state, n in states.items())
+        + ").",
+    ]
+    if best is None:
+        lines += ["", "No trial completed."]
+    else:
+        lines += [
+            "",
+            f"Best trial: {best['trial']} with {best['value']:.2f} in `{best['job_dir']}`:",
+            "",
+            "```",
+            " ".join(best["overrides"] or []),
+            "```",
+        ]
+    lines += ["", f"![optimization history]({history.name})", ""]
+    with md_path.open("a", encoding="utf-8") as fh:
+        fh.write("\n".join(lines))
+    return {"best_trial": best_path, "history": history}
