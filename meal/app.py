@@ -16,8 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from meal.config import register
 from meal.config.experiments import check_experiment_choices
-from meal.config.schema import CEMethodConfig, TeachersConfig
-from meal.config.validate import validate
+from meal.config.schema import TeachersConfig
 from meal.config.writable import check_writable
 from meal.data import DataBundle, build_data
 from meal.data.checks import check_not_empty
@@ -31,8 +30,10 @@ from meal.entry import INTERRUPTED, USER_ERROR, error_line
 from meal.errors import ConfigError
 from meal.evaluation import evaluate_classifier
 from meal.methods import build_method, method_class
+from meal.methods.ce import CEMethodConfig
 from meal.models import build_model, count_parameters
 from meal.objective import check_search_objective, current_sweeper, objective_metric
+from meal.preflight import check_before_work
 from meal.rundir import check_config, hold_run_dir, write_config, write_result
 from meal.teachers import export_to_zoo, load_teachers, recipe_of_run, zoo_entry
 from meal.tracking import build_tracker
@@ -198,7 +199,7 @@ def train(cfg: DictConfig, run_dir: Path, job_type: str = "train", wait_for_dir:
     or just reports, what that process left).
     """
     started = time.monotonic()
-    validate(cfg)
+    check_before_work(cfg)  # config, student and teacher structure: before any data, teacher or file
     objective_metric(cfg.trainer.objective, cfg.data.val_split)  # a bad objective is refused before any work
     dist = distributed.setup()
     with hold_run_dir(run_dir, rank0=dist.rank == 0, wait=wait_for_dir):
@@ -217,15 +218,16 @@ def _train(cfg: DictConfig, run_dir: Path, job_type: str, started: float,
     data = build_data(cfg.data, Path(cfg.paths.data_dir), int(cfg.seed), device, dist.rank, dist.world_size)
     check_not_empty(cfg.data, data)
     student = _build_student(cfg, data, device)
-    uses_teachers = method_class(cfg.method.name).uses_teachers
-    teachers = load_teachers(cfg, data, device, lambda m, p: _train_teacher(cfg, m, p)) if uses_teachers else []
+    method_type = method_class(cfg.method.name)
+    teachers = (load_teachers(cfg, data, device, lambda m, p: _train_teacher(cfg, m, p))
+                if method_type.uses_teachers else [])
     method = build_method(cfg.method, student, teachers, data.num_classes, int(cfg.seed)).to(device)
     method.prepare(data, cfg)
     accelerate(cfg.trainer, student, [(t.name, t.model) for t in teachers], device)
     if dist.world_size > 1:
         seed_everything(int(cfg.seed) * 1000 + dist.rank)  # per-rank streams for dropout and the like
     epochs = resolve_epochs(cfg.trainer, cfg.schedule)
-    stretch = max(len(teachers), 1) if getattr(cfg.method, "epochs_per_teacher", False) else 1
+    stretch = method_type.schedule_stretch(cfg.method, len(teachers))
     epochs *= stretch  # the schedule plays `stretch` times slower over the longer run
     if dist.rank == 0:
         write_config(cfg, run_dir)  # every check has passed: only now does the directory record this run

@@ -58,21 +58,24 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from meal.config.schema import CEMethodConfig
 from meal.data import Batch
 from meal.engine.acceleration import accelerate, resolve_precision
 from meal.engine.schedule import resolve_epochs
 from meal.engine.trainer import Trainer
 from meal.errors import ConfigError
-from meal.methods import Method, build_method
+from meal.methods import Method, build_method, method_class, method_classes
+from meal.methods.ce import CEMethodConfig
 from meal.methods.components.frozen import weight_dtype
 from meal.softlabels.cli import build_pieces, compose_config, run_cli, setup_logging
 
 log = logging.getLogger("meal.bench")
 
 MODES = ("ce", "online", "cached")
-CACHED_METHODS = ("meal_v2", "kd")
-DISTILLATION_METHODS = (*CACHED_METHODS, "meal_v1")
+
+
+def distillation_methods() -> tuple[str, ...]:
+    """The registered methods that use teachers (the benchmark compares them with `method=ce`)."""
+    return tuple(name for name, cls in method_classes().items() if cls.uses_teachers)
 
 # Named sets of overrides (--regimes). fp32_eager: the published code's regime (fp32 everywhere, eager,
 # images in CPU memory, augmented on the CPU per batch); fast: every speed setting of the trainer.
@@ -252,11 +255,12 @@ def measure(cfg: DictConfig, steps: int, warmup: int, turn: int, work_dir: Path,
     ``student_channels_last``, ``student_compiled`` and ``teacher_dtype``. With `profile_dir`, a few more
     steps of each mode run under ``torch.profiler`` after the timed ones (see :func:`profile_modes`).
     """
-    if cfg.method.name not in DISTILLATION_METHODS:
+    if cfg.method.name not in distillation_methods():
         raise ConfigError("method", f"the benchmark compares distillation methods, got '{cfg.method.name}'",
-                          f"choose one of: {', '.join(DISTILLATION_METHODS)}")
+                          f"choose one of: {', '.join(distillation_methods())}")
+    cacheable = method_class(cfg.method.name).supports_cached_soft_labels
     pieces = build_pieces(cfg, random_teachers=random_teachers)
-    modes = MODES if cfg.method.name in CACHED_METHODS else MODES[:2]
+    modes = MODES if cacheable else MODES[:2]
     assert pieces.student is not None
     data, device, teachers = pieces.data, pieces.device, pieces.teachers
     epochs = resolve_epochs(cfg.trainer, cfg.schedule)
@@ -271,7 +275,7 @@ def measure(cfg: DictConfig, steps: int, warmup: int, turn: int, work_dir: Path,
         students[mode] = model
         return model
 
-    online_cfg = _method_cfg(cfg, "online") if cfg.method.name in CACHED_METHODS else cfg.method
+    online_cfg = _method_cfg(cfg, "online") if cacheable else cfg.method
     methods: dict[str, Method] = {
         "ce": build_method(OmegaConf.structured(CEMethodConfig()), student("ce"), [], classes, seed).to(device),
         "online": build_method(online_cfg, student("online"), teachers, classes, seed).to(device),

@@ -173,10 +173,12 @@ def _added_at_default(previous: dict, current: dict, key: str) -> bool:
     """True when `key` is absent from the run's saved config and holds the schema's default now: a key that
     a newer meal added, which changes nothing for a run started before it."""
     from meal.config.schema import NO_DEFAULT, schema_default
+    from meal.methods.registry import method_classes
 
     if _has(previous, key) or not _has(current, key):
         return False
-    default = schema_default(key, _get(current, "method.name"))
+    method = method_classes().get(str(_get(current, "method.name")))
+    default = schema_default(key, method.schema if method is not None else None)
     if default is NO_DEFAULT or default != _get(current, key):
         return False
     log.info("%s: not in the run's saved config; the schema's default (%r) is what the run used", key, default)

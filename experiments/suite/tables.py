@@ -54,6 +54,71 @@ TABLES: dict[str, Table] = {
 }
 
 
+@dataclass(frozen=True)
+class Ablation:
+    """One ablation at the suite's budget: its sweep, the main table's reference row (method file, seeds
+    0-2) and how the ablated key's values read."""
+
+    sweep: str
+    base: str
+    key: str
+    reference: str
+    names: dict[str, str]
+
+
+MAIN_SWEEPS = ("scratch_tiny_v1",)
+ABLATIONS: dict[str, Ablation] = {
+    "eta (MEAL v1 on the logits)": Ablation("ablation_eta", "meal_v1", "method.eta", "eta 0.1",
+                                            {"[0.3]": "eta 0.3", "[1.0]": "eta 1.0 (published)"}),
+    "adversarial mode (MEAL v1 on the logits)": Ablation(
+        "ablation_adversarial", "meal_v1", "method.adversarial", "grl (gradient reversal)",
+        {"none": "none (no discriminator)", "alternating": "alternating steps", "joint": "joint (published)"}),
+    "similarity (MEAL v1 on the logits)": Ablation("ablation_similarity", "meal_v1", "method.similarity",
+                                                   "ce (soft cross-entropy)", {"l2": "l2 on the logits"}),
+    "LR schedule (MEAL v1 on the logits)": Ablation("ablation_schedule", "meal_v1", "schedule", "cosine",
+                                                    {"multistep": "step: x0.1 for the last epoch"}),
+    "gamma (MEAL v1 on every block)": Ablation(
+        "ablation_gamma", "meal_v1_blockwise", "method.gamma", "published gamma (0.001, 0.01, 0.05, 0.1, 1)",
+        {"[0.0, 0.0, 0.0, 0.0, 1.0]": "similarity on the logits only"}),
+    "distilled blocks (MEAL v1)": Ablation(
+        "ablation_out_layer", "meal_v1_blockwise", "ablation/fmnist_blocks", "all five blocks (published)",
+        {"hidden_logits": "last hidden block + logits"}),
+}
+
+
+def ablation_table(runs_dir: Path, spec: Ablation) -> str:
+    """The markdown table of one ablation: the reference row from the main table and each alternative,
+    with the paired difference to the reference (same seeds)."""
+    sweeps = [runs_dir / s for s in (*MAIN_SWEEPS, spec.sweep)]
+    if not all(path.is_dir() for path in sweeps):
+        return f"(not run yet: {spec.sweep})"
+    try:
+        runs = [run for run in collect_runs([str(p) for p in sweeps]) if run.seed in ("0", "1", "2")]
+    except ReportError as exc:
+        return f"(not run yet: {exc})"
+    rows = [row for row in aggregate(runs, "top1") if row.params[METHOD_KEY] == spec.base]
+    reference = [row for row in rows if row.params.get("ablation") == "null"]
+    if len(reference) != 1:
+        return f"(no reference row for {spec.sweep})"
+    lines = [
+        "| setting | n | test top-1 | Δ vs reference | 95% CI of Δ | p | val top-1 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    ordered = [reference[0], *(row for row in rows if row is not reference[0])]
+    for row, comparison in zip(ordered, comparisons(ordered, reference[0], "top1"), strict=True):
+        name = spec.reference + " (reference)" if row is reference[0] else spec.names.get(
+            row.params.get(spec.key, ""), row.params.get(spec.key, ""))
+        cells = [name, str(row.n), format_summary(row.stats["top1"])]
+        if comparison is None:
+            cells += ["", "", ""]
+        else:
+            cells += [f"{comparison.diff:+.2f}", format_interval(comparison.low, comparison.high),
+                      format_p(comparison.p)]
+        cells.append(format_summary(row.stats["val_top1"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _label(row: ConfigRow) -> str:
     name = METHODS[row.params[METHOD_KEY]]
     teachers = row.params.get(TEACHERS_KEY)
@@ -106,10 +171,12 @@ def table(runs_dir: Path, spec: Table) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    """Print every table of :data:`TABLES`."""
+    """Print every table of :data:`TABLES` and :data:`ABLATIONS`."""
     runs_dir = Path(argv[0]) if argv else Path(__file__).resolve().parents[1] / "results" / "runs"
     for title, spec in TABLES.items():
         sys.stdout.write(f"### {title}\n\n{table(runs_dir, spec)}\n\n")
+    for title, ablation in ABLATIONS.items():
+        sys.stdout.write(f"### Ablation: {title}, fmnist_tiny, seeds 0-2\n\n{ablation_table(runs_dir, ablation)}\n\n")
     return 0
 
 

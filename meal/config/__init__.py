@@ -8,8 +8,13 @@ from meal.config.schema import register_schemas
 
 
 def register() -> None:
-    """Register schemas and custom resolvers (safe to call more than once)."""
-    register_schemas()
+    """Register schemas and custom resolvers (safe to call more than once).
+
+    Method schemas come from the method registry (:mod:`meal.methods.registry`).
+    """
+    from meal.methods.registry import method_classes
+
+    register_schemas({name: cls.schema for name, cls in method_classes().items()})
     if not OmegaConf.has_resolver("meal.mul"):
         OmegaConf.register_new_resolver("meal.mul", lambda a, b: a * b)
     if not OmegaConf.has_resolver("meal.none_if_zero"):

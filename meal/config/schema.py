@@ -7,6 +7,7 @@ wrong type fails at composition time with the key's full name.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,14 +105,6 @@ class MethodConfig:
 
 
 @dataclass
-class CEMethodConfig(MethodConfig):
-    """Plain supervised training with cross-entropy on the labels."""
-
-    name: str = "ce"
-    label_smoothing: float = ranged(0.0, ge=0, le=1)
-
-
-@dataclass
 class AdversarialConfig:
     """Discriminator settings shared by MEAL v1 and MEAL V2."""
 
@@ -128,22 +121,6 @@ class AdversarialConfig:
 
 
 @dataclass
-class MealV1MethodConfig(MethodConfig, AdversarialConfig):
-    """MEAL (v1): block-wise similarity losses and one discriminator per selected block."""
-
-    name: str = "meal_v1"
-    out_layer: list[int] = ranged(factory=lambda: [-1])  # block indices; the student's bounds are checked
-    out_dims: list[int] = ranged(factory=lambda: [10], ge=1)
-    gamma: list[float] = ranged(factory=lambda: [1.0], ge=0)
-    eta: list[float] = ranged(factory=lambda: [1.0], ge=0)
-    similarity: str = "ce"
-    temperature: float = ranged(1.0, gt=0)
-    pool: str = "avg"
-    teacher_selection: str = "random"
-    epochs_per_teacher: bool = False
-
-
-@dataclass
 class SoftLabelConfig:
     """Where the ensemble's soft labels come from (MEAL V2 and KD)."""
 
@@ -152,31 +129,6 @@ class SoftLabelConfig:
     cache_dtype: str = "float16"
     cache_topk: int | None = ranged(None, ge=1)
     cache_crops: int = ranged(16, ge=1)
-
-
-@dataclass
-class MealV2MethodConfig(MethodConfig, AdversarialConfig, SoftLabelConfig):
-    """MEAL V2: KL to the mean teacher softmax plus one discriminator on the outputs."""
-
-    name: str = "meal_v2"
-    temperature: float = ranged(1.0, gt=0)
-    eta: float = ranged(1.0, ge=0)
-    loss: str = "ce"
-    K: int = ranged(8, ge=1)
-    d_min_hidden: int = ranged(4, ge=1)
-    d_lr: float = ranged(1e-4, gt=0)
-    d_weight_decay: float = ranged(0.0, ge=0)
-    cutmix: float = ranged(0.0, ge=0, le=1)
-    cutmix_alpha: float = ranged(1.0, gt=0)
-
-
-@dataclass
-class KDMethodConfig(MethodConfig, SoftLabelConfig):
-    """Hinton knowledge distillation: hard-label CE + temperature-scaled KL to the ensemble."""
-
-    name: str = "kd"
-    alpha: float = ranged(0.9, ge=0, le=1)
-    temperature: float = ranged(4.0, gt=0)
 
 
 @dataclass
@@ -297,14 +249,7 @@ class MealConfig:
     experiment: str = "default"
 
 
-METHOD_SCHEMAS: dict[str, type] = {
-    "ce": CEMethodConfig,
-    "kd": KDMethodConfig,
-    "meal_v1": MealV1MethodConfig,
-    "meal_v2": MealV2MethodConfig,
-}
-
-# The schema of each config group but `method` (whose schema depends on method.name: METHOD_SCHEMAS).
+# The schema of each config group but `method`, whose schema is its method's (meal.methods.registry).
 GROUP_SCHEMAS: dict[str, type] = {
     "data": DataConfig,
     "student": ModelConfig,
@@ -319,7 +264,7 @@ GROUP_SCHEMAS: dict[str, type] = {
 }
 
 
-def register_schemas() -> None:
+def register_schemas(method_schemas: Mapping[str, type]) -> None:
     """Register the schemas in Hydra's ConfigStore (idempotent).
 
     Group options extend them through their defaults list, e.g. ``conf/data/cifar10.yaml``
@@ -329,24 +274,24 @@ def register_schemas() -> None:
     cs.store(name="meal_schema", node=MealConfig)
     for group, node in GROUP_SCHEMAS.items():
         cs.store(group="schema", name=group, node=node)
-    for name, node in METHOD_SCHEMAS.items():
+    for name, node in method_schemas.items():
         cs.store(group="schema/method", name=name, node=node)
 
 
 NO_DEFAULT = object()
 
 
-def schema_default(dotted: str, method_name: str | None = None) -> Any:
+def schema_default(dotted: str, method_schema: type | None = None) -> Any:
     """The schema's default for the config key `dotted` (e.g. ``trainer.objective``), as a plain value.
 
-    ``method.*`` keys are looked up in `method_name`'s schema. Returns :data:`NO_DEFAULT` when the schemas
-    hold no such key or it has no default (a required value).
+    ``method.*`` keys are looked up in `method_schema`. Returns :data:`NO_DEFAULT` when the schemas hold no
+    such key or it has no default (a required value).
     """
     from omegaconf import OmegaConf
 
     root = OmegaConf.structured(MealConfig)
-    if method_name in METHOD_SCHEMAS:
-        root.method = OmegaConf.structured(METHOD_SCHEMAS[method_name])
+    if method_schema is not None:
+        root.method = OmegaConf.structured(method_schema)
     for group, node in GROUP_SCHEMAS.items():
         root[group] = OmegaConf.structured(node)
     try:

@@ -8,17 +8,24 @@ from typing import Any
 
 import torch
 
-from meal.data.augment import AUGMENTATIONS
 from meal.data.batch import Batch
 from meal.data.imagefolder import FolderDataset, FolderLoader
-from meal.data.sources import TensorSplits, load_fashion_mnist, load_torchvision_set, make_synthetic
+from meal.data.registry import DatasetSpec, dataset_names, dataset_spec, register_dataset
 from meal.data.tensor_loader import TensorLoader
 from meal.errors import ConfigError
 
-__all__ = ["DATASETS", "Batch", "DataBundle", "Loader", "build_data"]
+__all__ = [
+    "Batch",
+    "DataBundle",
+    "DatasetSpec",
+    "Loader",
+    "build_data",
+    "check_data_config",
+    "dataset_names",
+    "dataset_spec",
+    "register_dataset",
+]
 
-DATASETS = ("fashion_mnist", "cifar10", "cifar100", "svhn", "imagenet", "imagefolder", "synthetic")
-FOLDER_AUGMENTATIONS = ("random_resized_crop_flip",)
 Loader = TensorLoader | FolderLoader
 SUBSET_SEED = 20190127
 
@@ -36,9 +43,10 @@ class DataBundle:
     image_size: int
 
 
-def _check(cfg: Any) -> None:
-    if cfg.name not in DATASETS:
-        raise ConfigError("data.name", f"unknown dataset '{cfg.name}'", f"choose one of: {', '.join(DATASETS)}")
+def check_data_config(cfg: Any) -> None:
+    """Check a data config before any file is read: a registered `data.name`, an augmentation it offers,
+    one mean/std value per channel; raise ConfigError naming the key."""
+    spec = dataset_spec(cfg.name)
     for key in ("batch_size", "eval_batch_size", "num_classes", "in_channels", "image_size"):
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"data.{key}", f"must be positive, got {getattr(cfg, key)}")
@@ -48,11 +56,9 @@ def _check(cfg: Any) -> None:
         raise ConfigError("data.download", f"must be auto, true or false, got {cfg.download!r}")
     if not 0.0 <= cfg.val_split < 1.0:
         raise ConfigError("data.val_split", f"must be in [0, 1), got {cfg.val_split}")
-    folder = cfg.name in ("imagenet", "imagefolder")
-    allowed = (*FOLDER_AUGMENTATIONS, "none") if folder else AUGMENTATIONS
-    if cfg.augment not in allowed:
+    if cfg.augment not in spec.augmentations:
         raise ConfigError("data.augment", f"'{cfg.augment}' is not available for {cfg.name}",
-                          f"choose one of: {', '.join(allowed)}")
+                          f"choose one of: {', '.join(spec.augmentations)}")
     if len(cfg.mean) != cfg.in_channels or len(cfg.std) != cfg.in_channels:
         raise ConfigError("data.mean", f"mean/std need {cfg.in_channels} values (one per channel)")
 
@@ -82,16 +88,6 @@ def _split(n: int, cfg: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     return order[n_val:].sort().values, order[:n_val].sort().values
 
 
-def _tensor_splits(cfg: Any, data_dir: Path) -> TensorSplits:
-    root = Path(cfg.root).expanduser() if cfg.root else None
-    download = cfg.download if root is None else cfg.download is True  # auto never downloads into data.root
-    if cfg.name == "fashion_mnist":
-        return load_fashion_mnist(root, data_dir / "fashion_mnist", download)
-    if cfg.name == "synthetic":
-        return make_synthetic(cfg.train_size, cfg.test_size, cfg.in_channels, cfg.image_size, cfg.num_classes)
-    return load_torchvision_set(cfg.name, root or data_dir / cfg.name, download)
-
-
 def _check_shape(cfg: Any, images: torch.Tensor, labels: torch.Tensor) -> None:
     _, c, h, _ = images.shape
     if c != cfg.in_channels or h != cfg.image_size:
@@ -110,13 +106,14 @@ def build_data(cfg: Any, data_dir: Path, seed: int, device: torch.device, rank: 
     final global batch of fewer than `world_size` training samples is dropped. Tensor datasets are
     stored on `device` when `data.on_device`, else on the CPU (batches still arrive on `device`).
     """
-    _check(cfg)
+    check_data_config(cfg)
     _check_world(cfg, world_size)
-    if cfg.name in ("imagenet", "imagefolder"):
+    spec = dataset_spec(cfg.name)
+    if spec.load is None:
         bundle = _build_folder(cfg, data_dir, seed, device, rank, world_size)
         _check_steps(bundle.train, world_size)
         return bundle
-    splits = _tensor_splits(cfg, data_dir)
+    splits = spec.load(cfg, data_dir / cfg.name)
     _check_shape(cfg, splits.train_x, splits.train_y)
     train_idx, val_idx = _split(splits.train_x.shape[0], cfg)
     store = device if cfg.on_device else torch.device("cpu")

@@ -117,7 +117,9 @@ def _torchvision_dataset(name: str, root: Path, train: bool, download: bool):
         return datasets.CIFAR10(str(root), train=train, download=download)
     if name == "cifar100":
         return datasets.CIFAR100(str(root), train=train, download=download)
-    return datasets.SVHN(str(root), split="train" if train else "test", download=download)
+    if name == "svhn":
+        return datasets.SVHN(str(root), split="train" if train else "test", download=download)
+    raise ValueError(f"no torchvision reader for dataset {name!r}: cifar10, cifar100 or svhn")
 
 
 def _as_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:

@@ -86,7 +86,7 @@ class Trainer:
             if self.tcfg.max_steps <= 0:
                 raise MealError(f"trainer.max_steps: must be positive or null, got {self.tcfg.max_steps}")
             self.total_steps = min(self.total_steps, self.tcfg.max_steps)
-        self.optimizer = build_optimizer(method.student.parameters(), cfg.optim)
+        self.optimizer = build_optimizer(method.student_parameters(), cfg.optim)
         self.extras = method.extra_optimizers()
         self.lr_at = lr_multiplier(cfg.schedule, epochs, schedule_stretch)
         self.autocast_dtype = resolve_precision(self.tcfg.precision, device)
@@ -206,7 +206,7 @@ class Trainer:
         if self.tcfg.grad_clip is not None:
             for optimizer in stepped:
                 self.scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(self.method.student.parameters(), self.tcfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.method.student_parameters(), self.tcfg.grad_clip)
         for optimizer in stepped:
             self.scaler.step(optimizer)
         self.scaler.update()

@@ -1,27 +1,27 @@
-"""Training methods (`method=` group). Each lives in one module of this package that defines
-``METHOD``, the :class:`~meal.methods.base.Method` subclass named by its ``name``."""
+"""Training methods (`method=` group). Each lives in one module of this package whose
+:class:`~meal.methods.base.Method` subclass registers itself (:func:`~meal.methods.registry.register_method`)."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 
-from meal.errors import ConfigError
 from meal.methods.base import ExtraOptimizer, Method, StepOutput, Teacher
+from meal.methods.registry import method_class, method_classes, method_names, register_method
 
-__all__ = ["METHODS", "ExtraOptimizer", "Method", "StepOutput", "Teacher", "build_method", "method_class"]
-
-METHODS = ("ce", "kd", "meal_v1", "meal_v2")
-
-
-def method_class(name: str) -> type[Method]:
-    """The Method subclass for `method.name`."""
-    if name not in METHODS:
-        raise ConfigError("method.name", f"unknown method '{name}'", f"choose one of: {', '.join(METHODS)}")
-    return importlib.import_module(f"meal.methods.{name}").METHOD
+__all__ = [
+    "ExtraOptimizer",
+    "Method",
+    "StepOutput",
+    "Teacher",
+    "build_method",
+    "method_class",
+    "method_classes",
+    "method_names",
+    "register_method",
+]
 
 
 def build_method(cfg: Any, student: nn.Module, teachers: Sequence[Teacher], num_classes: int,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -56,10 +56,41 @@ class Teacher:
 
 
 class Method(nn.Module):
-    """Base class of every training method. Subclasses implement :meth:`training_step`."""
+    """Base class of every training method. Subclasses implement :meth:`training_step`.
 
-    name = "base"
-    uses_teachers = True
+    A subclass declares what the rest of meal needs to know about it, as class attributes and class
+    methods, and registers itself with :func:`meal.methods.registry.register_method`.
+    """
+
+    #: the `method.name` that selects it
+    name: ClassVar[str] = "base"
+    #: its config schema: a dataclass extending :class:`meal.config.schema.MethodConfig`
+    schema: ClassVar[type | None] = None
+    #: whether runs load (or train) the teacher set
+    uses_teachers: ClassVar[bool] = True
+    #: whether `method.soft_labels=cached` can replay the ensemble's outputs (its schema then extends
+    #: :class:`meal.config.schema.SoftLabelConfig`)
+    supports_cached_soft_labels: ClassVar[bool] = False
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        """Check the method's options that need no model (allowed values, list lengths); raise ConfigError.
+
+        Runs in :func:`meal.config.validate.validate`, before any data, model or file is touched.
+        """
+
+    @classmethod
+    def check_models(cls, cfg: Any, student: nn.Module, teachers: Sequence[tuple[str, nn.Module]]) -> None:
+        """Check the method's options against the student's and the teachers' structure; raise ConfigError.
+
+        The models are built on the meta device from their architectures alone (no weights, no data), so
+        this runs before any teacher is trained or loaded.
+        """
+
+    @classmethod
+    def schedule_stretch(cls, cfg: Any, n_teachers: int) -> int:
+        """How many times longer the run is than `trainer.epochs` (its LR schedule plays that much slower)."""
+        return 1
 
     def __init__(self, cfg: Any, student: nn.Module, teachers: Sequence[Teacher], num_classes: int,
                  seed: int = 0) -> None:
@@ -88,6 +119,11 @@ class Method(nn.Module):
     def extra_optimizers(self) -> list[ExtraOptimizer]:
         """Optimizers for the method's own modules (none by default)."""
         return []
+
+    def student_parameters(self) -> list[nn.Parameter]:
+        """What the student's optimizer (`optim=`) trains: the student's parameters and, in a method that
+        adds trainable modules that learn with the student (e.g. a regressor on a hidden block), theirs."""
+        return list(self.student.parameters())
 
     def method_state(self) -> dict[str, Any]:
         """Everything to checkpoint besides the student: own modules and generator states."""

@@ -12,28 +12,48 @@ outputs at this temperature (`soft_labels=cached`, see :mod:`meal.softlabels`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch.nn.functional as F
 from torch import nn
 
+from meal.config.ranges import ranged
+from meal.config.schema import MethodConfig, SoftLabelConfig
 from meal.data.batch import Batch
 from meal.errors import ConfigError
 from meal.methods.base import Method, StepOutput, Teacher
 from meal.methods.components import kl_to_probs
+from meal.methods.registry import register_method
 from meal.softlabels import SoftLabels
+from meal.softlabels.spec import check_soft_label_options
 
 
+@dataclass
+class KDMethodConfig(MethodConfig, SoftLabelConfig):
+    """Hinton knowledge distillation: hard-label CE + temperature-scaled KL to the ensemble."""
+
+    name: str = "kd"
+    alpha: float = ranged(0.9, ge=0, le=1)
+    temperature: float = ranged(4.0, gt=0)
+
+
+@register_method
 class KnowledgeDistillation(Method):
     """Hard-label cross-entropy plus the temperature-scaled KL to the teachers' mean softmax."""
 
     name = "kd"
+    schema = KDMethodConfig
+    supports_cached_soft_labels = True
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        """The soft-label source and cache type."""
+        check_soft_label_options(cfg)
 
     def __init__(self, cfg: Any, student: nn.Module, teachers: Sequence[Teacher], num_classes: int,
                  seed: int = 0) -> None:
         super().__init__(cfg, student, teachers, num_classes, seed)
-        if not 0.0 <= float(cfg.alpha) <= 1.0:
-            raise ConfigError("method.alpha", f"must be in [0, 1], got {cfg.alpha}")
         if not teachers:
             raise ConfigError("teachers", "method 'kd' needs at least one teacher")
         self.alpha = float(cfg.alpha)
@@ -54,5 +74,3 @@ class KnowledgeDistillation(Method):
         loss = (1.0 - self.alpha) * ce + self.alpha * kl
         return StepOutput(loss, {"ce": ce.detach(), "kd_kl": kl.detach()})
 
-
-METHOD = KnowledgeDistillation

@@ -22,13 +22,12 @@ from pathlib import Path
 from omegaconf import open_dict
 
 from meal.errors import ConfigError
+from meal.methods.registry import method_classes
 from meal.softlabels.cli import build_pieces, compose_config, run_cli, setup_logging
 from meal.softlabels.source import open_or_build
 from meal.softlabels.store import CacheStore
 
 log = logging.getLogger("meal.softlabels")
-
-SOFT_LABEL_METHODS = ("meal_v2", "kd")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,9 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="meal-softlabels-") as tmp:
         cfg = compose_config(args.overrides, Path(tmp))
-        if cfg.method.name not in SOFT_LABEL_METHODS:
+        cached = [name for name, cls in method_classes().items() if cls.supports_cached_soft_labels]
+        if cfg.method.name not in cached:
             raise ConfigError("method", f"method '{cfg.method.name}' uses no soft labels",
-                              f"choose one of: {', '.join(SOFT_LABEL_METHODS)}")
+                              f"choose one of: {', '.join(cached)}")
         with open_dict(cfg):
             cfg.method.soft_labels = "cached"
         pieces = build_pieces(cfg, student=False)

@@ -62,20 +62,21 @@ class RunPieces:
 
 
 def build_pieces(cfg: DictConfig, student: bool = True, random_teachers: bool = False) -> RunPieces:
-    """Validate `cfg` and build the device, data, (student) and teachers as ``meal.app.train`` does.
+    """Check `cfg` (:func:`meal.preflight.check_before_work`), then build the device, data, (student) and
+    teachers as ``meal.app.train`` does.
 
     Missing zoo teachers are trained first when the teacher set allows it. `random_teachers` builds the
     teacher architectures with random weights instead (for speed measurements only).
     """
     from meal.app import _build_student, _train_teacher
-    from meal.config.validate import validate
     from meal.data import build_data
     from meal.engine.environment import configure_determinism, seed_everything, select_device
     from meal.methods.base import Teacher
     from meal.models import build_model
+    from meal.preflight import check_before_work
     from meal.teachers import freeze, load_teachers, member_name
 
-    validate(cfg)
+    check_before_work(cfg)
     if cfg.trainer.threads:
         torch.set_num_threads(int(cfg.trainer.threads))
     seed_everything(int(cfg.seed))

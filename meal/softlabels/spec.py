@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from meal.config.choices import one_of
 from meal.data.imagefolder import RATIO, SCALE, FolderLoader
 from meal.data.tensor_loader import TensorLoader
 from meal.errors import ConfigError
@@ -42,8 +43,15 @@ from meal.methods.base import Teacher
 FORMAT = "meal-softlabels/1"
 CROP_SEED = 20201117
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+SOURCES = ("online", "cached")
 CROP_AUGMENTS = ("pad_crop", "pad_crop_flip")
 FLIP_AUGMENTS = ("flip", "pad_crop_flip")
+
+
+def check_soft_label_options(cfg: Any) -> None:
+    """Check the options of :class:`meal.config.schema.SoftLabelConfig` (before any work)."""
+    one_of("method.soft_labels", cfg.soft_labels, SOURCES)
+    one_of("method.cache_dtype", cfg.cache_dtype, DTYPES)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from meal.config import register, schema
 from meal.config.ranges import Range, check_ranges, numeric_kind, range_of, ranged
 from meal.config.validate import validate
 from meal.errors import ConfigError
+from meal.methods.registry import method_classes
 from meal.tracking.config import LoggerConfig
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -30,10 +31,8 @@ PLACES: dict[type, tuple[str, str]] = {
     schema.TeachersConfig: ("kd", "teachers"),
     schema.TeacherMember: ("kd", "teachers.members[0]"),
     schema.TeacherTraining: ("kd", "teachers.training"),
-    schema.CEMethodConfig: ("ce", "method"),
-    schema.KDMethodConfig: ("kd", "method"),
-    schema.MealV1MethodConfig: ("meal_v1", "method"),
-    schema.MealV2MethodConfig: ("meal_v2", "method"),
+    # every registered method's schema, composed with its own method option
+    **{cls.schema: (name, "method") for name, cls in method_classes().items()},
     schema.OptimConfig: ("ce", "optim"),
     schema.ScheduleConfig: ("ce", "schedule"),
     schema.TrainerConfig: ("ce", "trainer"),
@@ -50,7 +49,7 @@ def _schemas() -> list[type]:
         for _, obj in inspect.getmembers(schema, inspect.isclass)
         if dataclasses.is_dataclass(obj) and obj.__module__ == schema.__name__
     ]
-    return [*found, LoggerConfig]
+    return [*found, *(cls.schema for cls in method_classes().values()), LoggerConfig]
 
 
 def _numeric_fields(cls: type) -> list[tuple[dataclasses.Field, type, bool]]:
@@ -95,7 +94,7 @@ def configs() -> dict[str, DictConfig]:
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         composed = {
             m: compose("config", overrides=[f"method={m}", "teachers=fmnist_pair"])
-            for m in ("ce", "kd", "meal_v1", "meal_v2")
+            for m in method_classes()
         }
     GlobalHydra.instance().clear()
     return composed
@@ -129,10 +128,10 @@ def test_only_numeric_fields_declare_ranges() -> None:
     assert extra == []
 
 
-@pytest.mark.parametrize("method", ["ce", "kd", "meal_v1", "meal_v2"])
+@pytest.mark.parametrize("method", list(method_classes()))
 def test_defaults_lie_in_their_ranges(configs, method: str) -> None:
     check_ranges(configs[method], schema.MealConfig)
-    check_ranges(configs[method].method, schema.METHOD_SCHEMAS[method], "method")
+    check_ranges(configs[method].method, method_classes()[method].schema, "method")
 
 
 @pytest.mark.parametrize(("cls", "name", "value"), _cases(), ids=[f"{c.__name__}.{n}={v}" for c, n, v in _cases()])

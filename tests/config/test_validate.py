@@ -12,8 +12,13 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 from meal.config import register
-from meal.config.validate import POOLS, SELECTIONS, SIMILARITIES, validate
+from meal.config.validate import validate
 from meal.errors import ConfigError, MealError
+from meal.methods.adversarial import D_OPTIMIZERS, MODES
+from meal.methods.components import POOL_KINDS as POOLS
+from meal.methods.components import SELECTION_MODES as SELECTIONS
+from meal.methods.components import SIMILARITY_KINDS as SIMILARITIES
+from meal.methods.registry import method_names
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -25,7 +30,7 @@ def base_configs() -> dict[str, DictConfig]:
     GlobalHydra.instance().clear()
     configs = {}
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        for method in ("meal_v1", "ce", "kd", "meal_v2"):
+        for method in method_names():
             configs[method] = compose("config", overrides=[f"method={method}"])
     GlobalHydra.instance().clear()
     return configs
@@ -48,7 +53,7 @@ def _fails(cfg: DictConfig, key: str) -> ConfigError:
     return info.value
 
 
-@pytest.mark.parametrize("method", ["meal_v1", "ce", "kd", "meal_v2"])
+@pytest.mark.parametrize("method", method_names())
 def test_defaults_are_valid(base_configs, method: str) -> None:
     validate(base_configs[method])
 
@@ -112,7 +117,8 @@ def test_out_dims_must_be_positive(base_configs) -> None:
         ("similarity", SIMILARITIES),
         ("pool", POOLS),
         ("teacher_selection", SELECTIONS),
-        ("adversarial", ("grl", "joint", "alternating", "none")),
+        ("adversarial", MODES),
+        ("d_optim", D_OPTIMIZERS),
     ],
 )
 def test_unknown_choices_are_refused_and_known_ones_accepted(base_configs, key: str, allowed: tuple) -> None:
@@ -168,6 +174,7 @@ def test_unset_epochs_need_a_schedule_with_a_length(base_configs) -> None:
         ("logger.name", "tensorboard"),
         ("logger.mode", "sometimes"),
         ("method.d_optim", "lbfgs"),
+        ("method.d_optim", "adam"),  # once accepted and silently built as AdamW
         ("method.d_schedule", "cosine"),
     ],
 )

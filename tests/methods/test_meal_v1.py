@@ -12,11 +12,10 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from meal.app import train
-from meal.config.schema import MealV1MethodConfig
 from meal.data.batch import Batch
 from meal.errors import ConfigError
 from meal.methods import Teacher, build_method
-from meal.methods.meal_v1 import MealV1
+from meal.methods.meal_v1 import MealV1, MealV1MethodConfig
 from meal.models import build_model
 from meal.teachers import freeze
 from tests.conftest import compose_config

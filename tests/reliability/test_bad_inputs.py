@@ -154,10 +154,10 @@ CASES: list[Case | object] = [
     Case("unknown-dataset-name", ("data.name=mnist",), None,
          r"data\.name: unknown dataset 'mnist' \(choose one of: fashion_mnist, .*synthetic\)"),
     Case("unknown-method", ("method=meal_v3",), None,
-         r"error: method: no option 'meal_v3'; did you mean 'meal_v\d'\? \(choose one of: ce, kd, meal_v1, "
+         r"error: method: no option 'meal_v3'; did you mean 'meal_v\d'\? \(choose one of: ce, dkd, kd, meal_v1, "
          r".*meal_v2\)$"),
     Case("unknown-method-name", ("method.name=meal_v3",), None,
-         r"method\.name: unknown method 'meal_v3' \(choose one of: ce, kd, meal_v1, meal_v2\)"),
+         r"method\.name: unknown method 'meal_v3' \(choose one of: ce, dkd, kd, meal_v1, meal_v2\)"),
     Case("unknown-teacher-set", ("teachers=cifar_quintet",), None,
          r"error: teachers: no option 'cifar_quintet'.* \(choose one of: .*cifar_trio, .*none\)$"),
     Case("unknown-optim-option", ("optim=adam",), None,

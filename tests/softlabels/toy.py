@@ -9,10 +9,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from meal.config.schema import DataConfig, KDMethodConfig, MealV2MethodConfig
+from meal.config.schema import DataConfig
 from meal.data import DataBundle, build_data
 from meal.engine.checkpoint import file_sha256
 from meal.methods.base import Teacher
+from meal.methods.registry import method_class
 from meal.models import build_model
 from meal.teachers import freeze
 
@@ -74,8 +75,7 @@ def toy_teachers(seeds: tuple[int, ...] = (1, 2), channels: int = 1, size: int =
 
 def method_cfg(name: str = "meal_v2", **overrides: Any) -> DictConfig:
     """A method config from its schema, with overrides."""
-    schema = {"meal_v2": MealV2MethodConfig, "kd": KDMethodConfig}[name]
-    return OmegaConf.structured(schema(**overrides))
+    return OmegaConf.structured(method_class(name).schema(**overrides))
 
 
 def run_cfg(data: DictConfig, cache_dir: Path) -> DictConfig:

@@ -8,10 +8,11 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from meal.config.schema import MealV1MethodConfig, MealV2MethodConfig
 from meal.data.batch import Batch
 from meal.methods import Teacher, build_method
 from meal.methods.components.frozen import cast_frozen, teacher_logits, usable, weight_dtype
+from meal.methods.meal_v1 import MealV1MethodConfig
+from meal.methods.meal_v2 import MealV2MethodConfig
 from meal.models import build_model
 from meal.softlabels.targets import ensemble_targets
 from meal.teachers import freeze
