@@ -58,6 +58,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from meal.core.frozen import weight_dtype
 from meal.data import Batch
 from meal.engine.acceleration import accelerate, resolve_precision
 from meal.engine.schedule import resolve_epochs
@@ -65,7 +66,6 @@ from meal.engine.trainer import Trainer
 from meal.errors import ConfigError
 from meal.methods import Method, build_method, method_class, method_classes
 from meal.methods.ce import CEMethodConfig
-from meal.methods.components.frozen import weight_dtype
 from meal.softlabels.cli import build_pieces, compose_config, run_cli, setup_logging
 
 log = logging.getLogger("meal.bench")
@@ -122,7 +122,7 @@ class Runner:
         self.method = method
         self.device = device
         self.trainer = Trainer(cfg, method, data, run_dir, device, epochs)
-        self.trainer._set_learning_rates(0.0)
+        self.trainer.set_learning_rates(0.0)
         self.stream = batches(data.train)
         self.step_seconds: list[float] = []
         self.step_images: list[int] = []
@@ -141,7 +141,7 @@ class Runner:
             self._sync()
             started = time.perf_counter()
             batch = next(self.stream)
-            self.trainer._train_step(batch)
+            self.trainer.train_step(batch)
             self._sync()
             if timed:
                 self.step_seconds.append(time.perf_counter() - started)

@@ -2,7 +2,7 @@
 
 ``trainer.precision`` is the student's autocast dtype. ``trainer.teacher_precision`` is the dtype the
 frozen teachers' weights are stored and computed in (``auto``: the student's precision), see
-:mod:`meal.methods.components.frozen`. ``auto`` means bf16 on CUDA and fp32 on the CPU.
+:mod:`meal.core.frozen`. ``auto`` means bf16 on CUDA and fp32 on the CPU.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from meal.config.validate import PRECISIONS
+from meal.core.frozen import cast_frozen
 from meal.errors import ConfigError
-from meal.methods.components.frozen import cast_frozen
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from meal.core.frozen import teacher_logits
 from meal.data.batch import Batch
-from meal.methods.components.frozen import teacher_logits
 
 
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> list[int]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from meal.core.optim import fused_optimizer
 from meal.errors import ConfigError
 
 SCHEDULES = ("meal_step", "multistep", "cosine", "constant")
@@ -77,21 +78,6 @@ def lr_multiplier(cfg: Any, total_epochs: int, stretch: float = 1.0) -> Callable
 
         return with_warmup(cosine)
     return with_warmup(lambda e: 1.0)
-
-
-def fused_optimizer(
-    cls: type[torch.optim.Optimizer], params: Iterable[torch.nn.Parameter], **kwargs: Any
-) -> torch.optim.Optimizer:
-    """`cls` with its fused kernel (one pass over all parameters) where this torch and device have one.
-
-    The fused kernels compute the same update as the default per-parameter loop, several times faster
-    for large parameter sets (e.g. MEAL's block discriminators); otherwise the default is used.
-    """
-    params = list(params)
-    try:
-        return cls(params, fused=True, **kwargs)
-    except (RuntimeError, TypeError, ValueError):
-        return cls(params, **kwargs)
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Any, key: str = "optim") -> torch.optim.Optimizer:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -29,8 +29,10 @@ from meal.engine.preemption import PreemptionGuard
 from meal.engine.progress import Progress
 from meal.engine.schedule import build_optimizer, lr_multiplier, set_lr
 from meal.errors import CheckpointError, MealError
-from meal.methods.base import Method
 from meal.objective import objective_metric
+
+if TYPE_CHECKING:  # the engine runs any method; it imports none of them
+    from meal.methods.base import Method
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +180,9 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _set_learning_rates(self, progress_epochs: float) -> float:
+    def set_learning_rates(self, progress_epochs: float) -> float:
+        """Set the student's and the methods' optimizers to the schedule's LR at `progress_epochs` (epochs
+        done, fractional); return the student's LR."""
         mult = self.lr_at(progress_epochs)
         lr = self.cfg.optim.lr * mult
         set_lr(self.optimizer, lr)
@@ -186,8 +190,9 @@ class Trainer:
             set_lr(extra.optimizer, extra.base_lr * (mult if extra.follow_schedule else 1.0))
         return lr
 
-    def _train_step(self, batch: Any) -> dict[str, float] | None:
-        """One optimisation step; returns the logged scalars, or None when the step was skipped."""
+    def train_step(self, batch: Any) -> dict[str, float] | None:
+        """One optimisation step on `batch` (the benchmark drives it without :meth:`fit`); returns the logged
+        scalars, or None when the step was skipped (a non-finite loss under ``trainer.nonfinite=skip``)."""
         for optimizer in self._all_optimizers().values():
             optimizer.zero_grad(set_to_none=True)
         if self.tcfg.channels_last and batch.x.dim() == 4:
@@ -302,10 +307,10 @@ class Trainer:
                 self.data.train.set_epoch(s.epoch)
                 self.method.train()
                 started, epoch_images = time.monotonic(), 0
-                lr = self._set_learning_rates(s.epoch + s.step_in_epoch / self.steps_per_epoch)
+                lr = self.set_learning_rates(s.epoch + s.step_in_epoch / self.steps_per_epoch)
                 for batch in self.data.train.iterate(s.step_in_epoch):
-                    lr = self._set_learning_rates(s.epoch + s.step_in_epoch / self.steps_per_epoch)
-                    logs = self._train_step(batch)
+                    lr = self.set_learning_rates(s.epoch + s.step_in_epoch / self.steps_per_epoch)
+                    logs = self.train_step(batch)
                     s.global_step += 1
                     s.step_in_epoch += 1
                     if logs is not None:

@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from meal.core.frozen import teacher_logits
 from meal.data.batch import Batch
 from meal.evaluation.metrics import ClassificationMetrics
-from meal.methods.components.frozen import teacher_logits
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from meal.config.choices import one_of, two_betas
-from meal.engine.schedule import fused_optimizer
+from meal.core.optim import fused_optimizer
 from meal.methods.base import ExtraOptimizer
 from meal.methods.components import Discriminator, discriminator_loss, generator_loss
 

@@ -14,7 +14,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from meal.core.teacher import Teacher
 from meal.data.batch import Batch
+
+__all__ = ["ExtraOptimizer", "Method", "StepOutput", "Teacher"]
 
 
 @dataclass
@@ -43,16 +46,6 @@ class ExtraOptimizer:
     base_lr: float
     follow_schedule: bool = True
     stepped_by_engine: bool = True
-
-
-@dataclass
-class Teacher:
-    """A frozen teacher: display name, the model, and the checkpoint it came from."""
-
-    name: str
-    model: nn.Module
-    checkpoint: str | None = None
-    sha256: str | None = None
 
 
 class Method(nn.Module):

@@ -22,7 +22,6 @@ from pathlib import Path
 from omegaconf import open_dict
 
 from meal.errors import ConfigError
-from meal.methods.registry import method_classes
 from meal.softlabels.cli import build_pieces, compose_config, run_cli, setup_logging
 from meal.softlabels.source import open_or_build
 from meal.softlabels.store import CacheStore
@@ -39,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="meal-softlabels-") as tmp:
         cfg = compose_config(args.overrides, Path(tmp))
+        from meal.methods.registry import method_classes  # the CLI asks the registry; no import cycle
+
         cached = [name for name, cls in method_classes().items() if cls.supports_cached_soft_labels]
         if cfg.method.name not in cached:
             raise ConfigError("method", f"method '{cfg.method.name}' uses no soft labels",

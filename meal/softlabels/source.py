@@ -19,11 +19,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from meal.core.teacher import Teacher
 from meal.data.batch import Batch, to_device
 from meal.data.imagefolder import FolderLoader
 from meal.data.tensor_loader import TensorLoader
 from meal.errors import ConfigError, MealError
-from meal.methods.base import Teacher
 from meal.softlabels.build import finite_chunks, folder_chunks
 from meal.softlabels.spec import CacheSpec, cache_spec
 from meal.softlabels.store import CacheStore

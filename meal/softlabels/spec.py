@@ -35,10 +35,10 @@ from typing import Any
 import torch
 
 from meal.config.choices import one_of
+from meal.core.teacher import Teacher
 from meal.data.imagefolder import RATIO, SCALE, FolderLoader
 from meal.data.tensor_loader import TensorLoader
 from meal.errors import ConfigError
-from meal.methods.base import Teacher
 
 FORMAT = "meal-softlabels/1"
 CROP_SEED = 20201117

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from meal.engine.checkpoint import atomic_write, atomic_write_json
+from meal.core.io import atomic_write, atomic_write_json
 from meal.softlabels.integrity import bad_block, file_digests, sha256_of
 from meal.softlabels.spec import CacheSpec
 

@@ -20,8 +20,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from meal.core.frozen import frozen_input, frozen_mode, mean_teacher_probs, usable
 from meal.data.batch import to_device
-from meal.methods.components import frozen_input, frozen_mode, mean_teacher_probs, usable
 
 TINY = 1e-12
 
@@ -43,7 +43,7 @@ def ensemble_targets(models: Sequence[nn.Module], x: Tensor, temperature: float)
     """Run every teacher on `x` and return the mean softmax at `temperature` and the mean logits.
 
     Teachers run under inference mode, each in the precision of its weights (:mod:`frozen
-    <meal.methods.components.frozen>`); the targets are float32 tensors that losses may use.
+    <meal.core.frozen>`); the targets are float32 tensors that losses may use.
     """
     with frozen_mode(x.device.type):
         logits = [m(frozen_input(m, x)).float() for m in models]

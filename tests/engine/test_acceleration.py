@@ -11,9 +11,9 @@ from omegaconf import OmegaConf
 
 from meal.app import train
 from meal.config.schema import TrainerConfig
+from meal.core.frozen import weight_dtype
 from meal.engine.acceleration import accelerate, resolve_precision, teacher_dtype, to_channels_last, try_compile
 from meal.errors import ConfigError
-from meal.methods.components.frozen import weight_dtype
 from meal.models import build_model
 from meal.teachers import freeze
 from tests.conftest import compose_config

@@ -123,7 +123,7 @@ def test_discriminator_keeps_its_own_lr_through_schedule_steps(tmp_path: Path, d
     trainer = _trainer(tmp_path, ["schedule=meal_v2_step", "trainer.epochs=180", f"method.d_schedule={d_schedule}"])
     d_opt = trainer.extras[0].optimizer
     for epoch, mult in ((0.0, 1.0), (99.5, 1.0), (100.0, 0.1), (179.9, 0.1)):
-        lr = trainer._set_learning_rates(epoch)
+        lr = trainer.set_learning_rates(epoch)
         assert lr == pytest.approx(0.1 * mult)
         assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * mult)
         want = 1e-4 if d_schedule == "constant" else 1e-4 * mult

@@ -1,14 +1,13 @@
 """Building blocks of the distillation methods: losses, alignment, discriminators."""
 
+from meal.core.frozen import cast_frozen, frozen_input, frozen_mode, mean_teacher_probs, teacher_logits, usable
 from meal.methods.components.alignment import POOL_KINDS, Aligner, align, align_reference, check_pool
 from meal.methods.components.discriminator import Discriminator, discriminator_loss, generator_loss
-from meal.methods.components.frozen import cast_frozen, frozen_input, frozen_mode, teacher_logits, usable
 from meal.methods.components.grl import GradReverse, grad_reverse
 from meal.methods.components.similarity import (
     SIMILARITY_KINDS,
     check_similarity_kind,
     kl_to_probs,
-    mean_teacher_probs,
     similarity_loss,
     soft_cross_entropy,
     weighted_similarity_loss,

@@ -19,7 +19,7 @@ block of the (randomly chosen) teacher using one of these distances:
 
 MEAL V2 distils towards the *mean of the teachers' softmax probabilities*;
 :func:`soft_cross_entropy` and :func:`kl_to_probs` take such a probability
-tensor directly, and :func:`mean_teacher_probs` builds it.
+tensor directly, and :func:`meal.core.frozen.mean_teacher_probs` builds it.
 
 Teacher tensors are always treated as constants: they are detached, so no
 gradient ever reaches a teacher through these losses.
@@ -153,23 +153,6 @@ def kl_to_probs(student_logits: Tensor, target_probs: Tensor, temperature: float
     log_q = F.log_softmax(student_logits / temperature, dim=1)
     per_row = (torch.xlogy(target_probs, target_probs) - target_probs * log_q).sum(dim=1)
     return per_row.mean() * (temperature**2)
-
-
-def mean_teacher_probs(teacher_logits: Sequence[Tensor], temperature: float = 1.0) -> Tensor:
-    """Mean of the teachers' ``softmax(T_i / tau)``: the MEAL V2 soft target (detached).
-
-    Args:
-        teacher_logits: one ``(B, K)`` logit tensor per teacher (at least one).
-        temperature: softmax temperature.
-
-    Returns:
-        ``(B, K)`` probabilities.
-    """
-    _check_temperature(temperature)
-    if len(teacher_logits) == 0:
-        raise ValueError("mean_teacher_probs needs at least one teacher output")
-    probs = [F.softmax(t.detach() / temperature, dim=1) for t in teacher_logits]
-    return torch.stack(probs, dim=0).mean(dim=0)
 
 
 def weighted_similarity_loss(

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
+from meal.core.frozen import cast_frozen, teacher_logits, usable, weight_dtype
 from meal.data.batch import Batch
 from meal.methods import Teacher, build_method
-from meal.methods.components.frozen import cast_frozen, teacher_logits, usable, weight_dtype
 from meal.methods.meal_v1 import MealV1MethodConfig
 from meal.methods.meal_v2 import MealV2MethodConfig
 from meal.models import build_model

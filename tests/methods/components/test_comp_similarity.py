@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
+from meal.core.frozen import mean_teacher_probs
 from meal.errors import ConfigError
 from meal.methods.components.similarity import (
     SIMILARITY_KINDS,
     kl_to_probs,
-    mean_teacher_probs,
     similarity_loss,
     soft_cross_entropy,
     weighted_similarity_loss,

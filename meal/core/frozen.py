@@ -12,9 +12,10 @@ teacher's output into an ordinary float32 tensor that losses on the student may 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -76,3 +77,21 @@ def teacher_logits(model: nn.Module, x: Tensor) -> Tensor:
     with frozen_mode(x.device.type):
         out = model(frozen_input(model, x))
     return usable(out)
+
+
+def mean_teacher_probs(teacher_logits: Sequence[Tensor], temperature: float = 1.0) -> Tensor:
+    """Mean of the teachers' ``softmax(T_i / tau)``: the MEAL V2 soft target (detached).
+
+    Args:
+        teacher_logits: one ``(B, K)`` logit tensor per teacher (at least one).
+        temperature: softmax temperature.
+
+    Returns:
+        ``(B, K)`` probabilities.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if len(teacher_logits) == 0:
+        raise ValueError("mean_teacher_probs needs at least one teacher output")
+    probs = [F.softmax(t.detach() / temperature, dim=1) for t in teacher_logits]
+    return torch.stack(probs, dim=0).mean(dim=0)
