@@ -99,8 +99,9 @@ def _train_teacher(cfg: DictConfig, member: Any, target: Path) -> None:
     train(teacher_cfg, run_dir, job_type="teacher", wait_for_dir=True)  # a parallel job may be training it
 
 
-def _final_figures(cfg: DictConfig, state: Any, epochs: int, method: Any, teachers: list,
-                   data: DataBundle) -> dict[str, Any]:
+def _final_figures(
+    cfg: DictConfig, state: Any, epochs: int, method: Any, teachers: list, data: DataBundle
+) -> dict[str, Any]:
     """Calibration of the finished student on the test set and, for distillation, its agreement with the teachers.
 
     None (and no agreement) for a run stopped before its end: its weights are not the evaluated ones.
@@ -113,8 +114,9 @@ def _final_figures(cfg: DictConfig, state: Any, epochs: int, method: Any, teache
     return figures
 
 
-def _result(cfg: DictConfig, state: Any, epochs: int, method: Any, teachers: list, teacher_eval: dict,
-            wall: float, tracker: Any) -> dict[str, Any]:
+def _result(
+    cfg: DictConfig, state: Any, epochs: int, method: Any, teachers: list, teacher_eval: dict, wall: float, tracker: Any
+) -> dict[str, Any]:
     metric = objective_metric(cfg.trainer.objective, cfg.data.val_split)
     return {
         "method": cfg.method.name,
@@ -180,16 +182,26 @@ def _check_zoo_target(cfg: DictConfig, run_dir: Path) -> Path | None:
         log.info("zoo entry %s was exported by this run already", target)
         return None
     if target.exists():
-        raise ConfigError("trainer.export_to_zoo", f"zoo entry {target} exists and is never overwritten",
-                          "delete it first, or train with another seed")
+        raise ConfigError(
+            "trainer.export_to_zoo",
+            f"zoo entry {target} exists and is never overwritten",
+            "delete it first, or train with another seed",
+        )
     check_writable("paths.zoo", target.parent, ZOO_FIX)
     return target
 
 
 def _build_student(cfg: DictConfig, data: DataBundle, device: torch.device) -> torch.nn.Module:
     s = cfg.student
-    return build_model(s.arch, data.num_classes, data.in_channels, data.image_size, pretrained=s.pretrained,
-                       taps=list(s.taps) if s.taps else None, key="student.arch").to(device)
+    return build_model(
+        s.arch,
+        data.num_classes,
+        data.in_channels,
+        data.image_size,
+        pretrained=s.pretrained,
+        taps=list(s.taps) if s.taps else None,
+        key="student.arch",
+    ).to(device)
 
 
 def train(cfg: DictConfig, run_dir: Path, job_type: str = "train", wait_for_dir: bool = False) -> dict[str, Any]:
@@ -206,8 +218,7 @@ def train(cfg: DictConfig, run_dir: Path, job_type: str = "train", wait_for_dir:
         return _train(cfg, run_dir, job_type, started, dist)
 
 
-def _train(cfg: DictConfig, run_dir: Path, job_type: str, started: float,
-           dist: distributed.DistInfo) -> dict[str, Any]:
+def _train(cfg: DictConfig, run_dir: Path, job_type: str, started: float, dist: distributed.DistInfo) -> dict[str, Any]:
     zoo_target = _check_zoo_target(cfg, run_dir)
     if dist.rank == 0:
         check_config(cfg, run_dir)  # a restart with another config is refused before any work
@@ -219,8 +230,9 @@ def _train(cfg: DictConfig, run_dir: Path, job_type: str, started: float,
     check_not_empty(cfg.data, data)
     student = _build_student(cfg, data, device)
     method_type = method_class(cfg.method.name)
-    teachers = (load_teachers(cfg, data, device, lambda m, p: _train_teacher(cfg, m, p))
-                if method_type.uses_teachers else [])
+    teachers = (
+        load_teachers(cfg, data, device, lambda m, p: _train_teacher(cfg, m, p)) if method_type.uses_teachers else []
+    )
     method = build_method(cfg.method, student, teachers, data.num_classes, int(cfg.seed)).to(device)
     method.prepare(data, cfg)
     accelerate(cfg.trainer, student, [(t.name, t.model) for t in teachers], device)
@@ -231,39 +243,69 @@ def _train(cfg: DictConfig, run_dir: Path, job_type: str, started: float,
     epochs *= stretch  # the schedule plays `stretch` times slower over the longer run
     if dist.rank == 0:
         write_config(cfg, run_dir)  # every check has passed: only now does the directory record this run
-    tracker = build_tracker(cfg.logger, run_dir, OmegaConf.to_container(cfg, resolve=True), name=run_name(cfg),
-                            group=run_group(cfg, run_dir), job_type=cfg.logger.job_type or job_type,
-                            tags=[cfg.method.name, cfg.data.name], rank=dist.rank)
+    tracker = build_tracker(
+        cfg.logger,
+        run_dir,
+        OmegaConf.to_container(cfg, resolve=True),
+        name=run_name(cfg),
+        group=run_group(cfg, run_dir),
+        job_type=cfg.logger.job_type or job_type,
+        tags=[cfg.method.name, cfg.data.name],
+        rank=dist.rank,
+    )
     extra: dict[str, Any] = {}
     exit_code = 1
     try:
-        trainer = Trainer(cfg, method, data, run_dir, device, epochs, tracker=tracker, rank=dist.rank,
-                          world_size=dist.world_size, grad_sync=dist.grad_sync, extra_state=extra,
-                          schedule_stretch=stretch)
+        trainer = Trainer(
+            cfg,
+            method,
+            data,
+            run_dir,
+            device,
+            epochs,
+            tracker=tracker,
+            rank=dist.rank,
+            world_size=dist.world_size,
+            grad_sync=dist.grad_sync,
+            extra_state=extra,
+            schedule_stretch=stretch,
+        )
         trainer.resume()
         if teachers and "teacher_eval" not in extra and dist.rank == 0:
             per_teacher, ensemble = evaluate_teachers([(t.name, t.model) for t in teachers], data.test)
             extra["teacher_eval"] = {"teacher_top1": per_teacher, "ensemble_top1": ensemble}
-            log.info("teachers: %s, ensemble %.2f",
-                     ", ".join(f"{k} {v:.2f}" for k, v in per_teacher.items()), ensemble)
+            log.info("teachers: %s, ensemble %.2f", ", ".join(f"{k} {v:.2f}" for k, v in per_teacher.items()), ensemble)
         state = trainer.fit()
         if dist.rank != 0:
             exit_code = 0
             return distributed.from_rank0(None)
-        result = _result(cfg, state, epochs, method, teachers, extra.get("teacher_eval", {}),
-                         time.monotonic() - started, tracker)
+        result = _result(
+            cfg, state, epochs, method, teachers, extra.get("teacher_eval", {}), time.monotonic() - started, tracker
+        )
         result |= _final_figures(cfg, state, epochs, method, teachers, data)
         result["world_size"] = dist.world_size
         write_result(run_dir, result)
         tracker.summary(dict(result))  # every field, lists and nulls included: W&B stores them as JSON
         _print_table(result)
         if zoo_target is not None and result["status"] == "completed":
-            export_to_zoo(student.net if hasattr(student, "net") else student, zoo_target, {
-                "arch": cfg.student.arch, "dataset": cfg.data.name, "classes": data.num_classes,
-                "in_channels": data.in_channels, "image_size": data.image_size, "seed": int(cfg.seed),
-                "top1": result["top1"], "top5": result["top5"], "epochs": state.epoch, "recipe": recipe_of_run(cfg),
-                "config": OmegaConf.to_container(cfg, resolve=True), "run_dir": str(run_dir),
-            })
+            export_to_zoo(
+                student.net if hasattr(student, "net") else student,
+                zoo_target,
+                {
+                    "arch": cfg.student.arch,
+                    "dataset": cfg.data.name,
+                    "classes": data.num_classes,
+                    "in_channels": data.in_channels,
+                    "image_size": data.image_size,
+                    "seed": int(cfg.seed),
+                    "top1": result["top1"],
+                    "top5": result["top5"],
+                    "epochs": state.epoch,
+                    "recipe": recipe_of_run(cfg),
+                    "config": OmegaConf.to_container(cfg, resolve=True),
+                    "run_dir": str(run_dir),
+                },
+            )
         exit_code = 0
         return distributed.from_rank0(result) if dist.world_size > 1 else result
     except SystemExit as exc:

@@ -77,19 +77,43 @@ def distillation_methods() -> tuple[str, ...]:
     """The registered methods that use teachers (the benchmark compares them with `method=ce`)."""
     return tuple(name for name, cls in method_classes().items() if cls.uses_teachers)
 
+
 # Named sets of overrides (--regimes). fp32_eager: the published code's regime (fp32 everywhere, eager,
 # images in CPU memory, augmented on the CPU per batch); fast: every speed setting of the trainer.
 REGIMES: dict[str, tuple[str, ...]] = {
-    "fp32_eager": ("trainer.precision=fp32", "trainer.teacher_precision=fp32", "trainer.channels_last=false",
-                   "trainer.compile=false", "data.on_device=false"),
-    "fast": ("trainer.precision=auto", "trainer.teacher_precision=auto", "trainer.channels_last=true",
-             "trainer.compile=true", "data.on_device=true"),
+    "fp32_eager": (
+        "trainer.precision=fp32",
+        "trainer.teacher_precision=fp32",
+        "trainer.channels_last=false",
+        "trainer.compile=false",
+        "data.on_device=false",
+    ),
+    "fast": (
+        "trainer.precision=auto",
+        "trainer.teacher_precision=auto",
+        "trainer.channels_last=true",
+        "trainer.compile=true",
+        "data.on_device=true",
+    ),
 }
 BASELINE, FAST = "fp32_eager", "fast"
 PROFILE_STEPS, PROFILE_ROWS = 10, 30
 # Fields of a result that describe the setting, the same in every regime.
-SETTING_KEYS = ("device", "method", "student", "teachers", "dataset", "train_samples", "augment", "batch_size",
-                "timed_steps", "warmup_steps", "threads", "random_teachers", "statistic")
+SETTING_KEYS = (
+    "device",
+    "method",
+    "student",
+    "teachers",
+    "dataset",
+    "train_samples",
+    "augment",
+    "batch_size",
+    "timed_steps",
+    "warmup_steps",
+    "threads",
+    "random_teachers",
+    "statistic",
+)
 
 
 def device_name(device: torch.device) -> str:
@@ -116,8 +140,9 @@ def batches(loader: Any) -> Iterator[Batch]:
 class Runner:
     """One mode: a method around its own copy of the student, a trainer and a batch stream."""
 
-    def __init__(self, name: str, cfg: DictConfig, method: Method, data: Any, run_dir: Path,
-                 device: torch.device, epochs: int) -> None:
+    def __init__(
+        self, name: str, cfg: DictConfig, method: Method, data: Any, run_dir: Path, device: torch.device, epochs: int
+    ) -> None:
         self.name = name
         self.method = method
         self.device = device
@@ -179,8 +204,11 @@ def parse_regimes(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in REGIMES]
     if unknown or not names:
-        raise ConfigError("--regimes", f"unknown regime(s): {', '.join(unknown) or '(none given)'}",
-                          f"choose from: {', '.join(REGIMES)}")
+        raise ConfigError(
+            "--regimes",
+            f"unknown regime(s): {', '.join(unknown) or '(none given)'}",
+            f"choose from: {', '.join(REGIMES)}",
+        )
     if len(set(names)) != len(names):
         raise ConfigError("--regimes", f"a regime is named twice in '{text}'")
     return names
@@ -202,8 +230,9 @@ def _compiled(model: torch.nn.Module) -> bool:
     return "forward" in model.__dict__
 
 
-def profile_modes(runners: Sequence[Runner], out_dir: Path, device: torch.device,
-                  steps: int = PROFILE_STEPS) -> dict[str, dict[str, float]]:
+def profile_modes(
+    runners: Sequence[Runner], out_dir: Path, device: torch.device, steps: int = PROFILE_STEPS
+) -> dict[str, dict[str, float]]:
     """Run `steps` more steps of each mode under ``torch.profiler`` and say where the time went.
 
     Writes each mode's operator table (top rows by self device time on CUDA, by self CPU time on the
@@ -242,8 +271,15 @@ def _method_cfg(cfg: DictConfig, soft_labels: str) -> DictConfig:
     return method_cfg
 
 
-def measure(cfg: DictConfig, steps: int, warmup: int, turn: int, work_dir: Path,
-            random_teachers: bool = False, profile_dir: Path | None = None) -> dict[str, Any]:
+def measure(
+    cfg: DictConfig,
+    steps: int,
+    warmup: int,
+    turn: int,
+    work_dir: Path,
+    random_teachers: bool = False,
+    profile_dir: Path | None = None,
+) -> dict[str, Any]:
     """Build the modes and time them; returns the JSON-ready result.
 
     MEAL v1 distils block outputs, which cannot be cached: it is timed online only and reported as
@@ -256,8 +292,11 @@ def measure(cfg: DictConfig, steps: int, warmup: int, turn: int, work_dir: Path,
     steps of each mode run under ``torch.profiler`` after the timed ones (see :func:`profile_modes`).
     """
     if cfg.method.name not in distillation_methods():
-        raise ConfigError("method", f"the benchmark compares distillation methods, got '{cfg.method.name}'",
-                          f"choose one of: {', '.join(distillation_methods())}")
+        raise ConfigError(
+            "method",
+            f"the benchmark compares distillation methods, got '{cfg.method.name}'",
+            f"choose one of: {', '.join(distillation_methods())}",
+        )
     cacheable = method_class(cfg.method.name).supports_cached_soft_labels
     pieces = build_pieces(cfg, random_teachers=random_teachers)
     modes = MODES if cacheable else MODES[:2]
@@ -281,8 +320,9 @@ def measure(cfg: DictConfig, steps: int, warmup: int, turn: int, work_dir: Path,
         "online": build_method(online_cfg, student("online"), teachers, classes, seed).to(device),
     }
     if "cached" in modes:
-        methods["cached"] = build_method(_method_cfg(cfg, "cached"), student("cached"), teachers, classes,
-                                         seed).to(device)
+        methods["cached"] = build_method(_method_cfg(cfg, "cached"), student("cached"), teachers, classes, seed).to(
+            device
+        )
     started = time.monotonic()
     for method in methods.values():
         method.prepare(data, cfg)
@@ -294,7 +334,7 @@ def measure(cfg: DictConfig, steps: int, warmup: int, turn: int, work_dir: Path,
     for runner in runners:
         runner.run(warmup, timed=False)
     for i in range(math.ceil(steps / turn)):  # rotate the order: each mode follows each other one equally often
-        for runner in runners[i % len(runners):] + runners[: i % len(runners)]:
+        for runner in runners[i % len(runners) :] + runners[: i % len(runners)]:
             runner.run(turn, timed=True)
     rate = {r.name: r.img_per_s for r in runners}
     cached = methods["cached"].soft_labels.cached if "cached" in methods else None
@@ -365,9 +405,17 @@ def _release(device_type: str) -> None:
         torch.cuda.empty_cache()
 
 
-def measure_regimes(names: Sequence[str], overrides: Sequence[str], steps: int, warmup: int, turn: int,
-                    work_dir: Path, random_teachers: bool = False, threads: int | None = None,
-                    profile_dir: Path | None = None) -> dict[str, Any]:
+def measure_regimes(
+    names: Sequence[str],
+    overrides: Sequence[str],
+    steps: int,
+    warmup: int,
+    turn: int,
+    work_dir: Path,
+    random_teachers: bool = False,
+    threads: int | None = None,
+    profile_dir: Path | None = None,
+) -> dict[str, Any]:
     """Measure the setting in each named regime in turn; returns the combined JSON-ready result."""
     results: dict[str, dict[str, Any]] = {}
     device_type = "cpu"
@@ -387,8 +435,11 @@ def measure_regimes(names: Sequence[str], overrides: Sequence[str], steps: int, 
     combined |= {"torch": torch.__version__, "modes": modes, "regimes": results, "speedup": None}
     if BASELINE in results and FAST in results:
         base, fast = results[BASELINE], results[FAST]
-        combined["speedup"] = {m: round(fast[f"{m}_img_per_s"] / base[f"{m}_img_per_s"], 4) for m in modes
-                               if fast.get(f"{m}_img_per_s") and base.get(f"{m}_img_per_s")}
+        combined["speedup"] = {
+            m: round(fast[f"{m}_img_per_s"] / base[f"{m}_img_per_s"], 4)
+            for m in modes
+            if fast.get(f"{m}_img_per_s") and base.get(f"{m}_img_per_s")
+        }
     return combined
 
 
@@ -400,14 +451,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps per mode first")
     parser.add_argument("--turn", type=int, default=1, help="steps a mode runs before the next one takes over")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--random-teachers", action="store_true",
-                        help="teachers with random weights (speed only: no zoo checkpoints needed)")
-    parser.add_argument("--regimes", metavar="NAMES", default=None,
-                        help=f"measure in each of these comma-separated regimes in turn ({', '.join(REGIMES)}); "
-                             "the overrides given here win over a regime's for the same key")
-    parser.add_argument("--profile", metavar="DIR", type=Path, default=None,
-                        help=f"after timing, profile {PROFILE_STEPS} more steps of each mode; operator tables go "
-                             "to DIR (DIR/<regime>/ with --regimes), a summary into the JSON")
+    parser.add_argument(
+        "--random-teachers",
+        action="store_true",
+        help="teachers with random weights (speed only: no zoo checkpoints needed)",
+    )
+    parser.add_argument(
+        "--regimes",
+        metavar="NAMES",
+        default=None,
+        help=f"measure in each of these comma-separated regimes in turn ({', '.join(REGIMES)}); "
+        "the overrides given here win over a regime's for the same key",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help=f"after timing, profile {PROFILE_STEPS} more steps of each mode; operator tables go "
+        "to DIR (DIR/<regime>/ with --regimes), a summary into the JSON",
+    )
     parser.add_argument("overrides", nargs="*", help="hydra overrides, as for launch.py")
     args = parser.parse_args(argv)
     if min(args.steps, args.turn) <= 0 or args.warmup < 0:
@@ -415,8 +478,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = parse_regimes(args.regimes) if args.regimes is not None else None
     with tempfile.TemporaryDirectory(prefix="meal-bench-") as tmp:
         if names is not None:
-            result = measure_regimes(names, args.overrides, args.steps, args.warmup, args.turn, Path(tmp),
-                                     args.random_teachers, args.threads, args.profile)
+            result = measure_regimes(
+                names,
+                args.overrides,
+                args.steps,
+                args.warmup,
+                args.turn,
+                Path(tmp),
+                args.random_teachers,
+                args.threads,
+                args.profile,
+            )
         else:
             cfg = _compose(args.overrides, Path(tmp) / "run", args.threads)
             result = measure(cfg, args.steps, args.warmup, args.turn, Path(tmp), args.random_teachers, args.profile)

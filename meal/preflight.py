@@ -42,19 +42,33 @@ def check_before_work(cfg: Any) -> None:
     d = cfg.data
     try:
         with torch.device("meta"):
-            student = build_model(cfg.student.arch, d.num_classes, d.in_channels, d.image_size,
-                                  taps=list(cfg.student.taps) if cfg.student.taps is not None else None,
-                                  key="student.arch")
+            student = build_model(
+                cfg.student.arch,
+                d.num_classes,
+                d.in_channels,
+                d.image_size,
+                taps=list(cfg.student.taps) if cfg.student.taps is not None else None,
+                key="student.arch",
+            )
             teachers = [
-                (member_name(m), build_model(m.arch, d.num_classes, d.in_channels, d.image_size,
-                                             taps=list(m.taps) if m.taps is not None else None,
-                                             key=f"teachers.members[{i}].arch"))
+                (
+                    member_name(m),
+                    build_model(
+                        m.arch,
+                        d.num_classes,
+                        d.in_channels,
+                        d.image_size,
+                        taps=list(m.taps) if m.taps is not None else None,
+                        key=f"teachers.members[{i}].arch",
+                    ),
+                )
                 for i, m in enumerate(members)
             ]
     except MealError:
         raise
     except Exception as exc:  # an architecture whose constructor needs real tensors: the method checks later
-        log.debug("structure checks deferred to the method: %s cannot be built on the meta device (%s)",
-                  cfg.student.arch, exc)
+        log.debug(
+            "structure checks deferred to the method: %s cannot be built on the meta device (%s)", cfg.student.arch, exc
+        )
         return
     method.check_models(cfg.method, student, teachers)

@@ -129,8 +129,10 @@ def _put_back_hydra_record(run_dir: Path) -> None:
         return
     kept = [name for name in HYDRA_RECORD if (record / HYDRA_KEPT / name).is_file()]
     try:
-        if any(not (record / n).is_file() or (record / n).read_bytes() != (record / HYDRA_KEPT / n).read_bytes()
-               for n in kept):
+        if any(
+            not (record / n).is_file() or (record / n).read_bytes() != (record / HYDRA_KEPT / n).read_bytes()
+            for n in kept
+        ):
             _restore_hydra_record(record)
     except OSError as exc:  # e.g. the disk that just stopped the run is full: keep the run's own error
         log.warning("could not put back Hydra's record of the last accepted start in %s (%s)", record, exc)

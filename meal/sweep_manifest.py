@@ -31,8 +31,9 @@ GIT_TIMEOUT_S = 30
 
 
 def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True,
-                          timeout=GIT_TIMEOUT_S).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=GIT_TIMEOUT_S
+    ).stdout.strip()
 
 
 def git_revision(repo: Path) -> dict[str, Any] | None:

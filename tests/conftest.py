@@ -57,9 +57,18 @@ def compose_cfg() -> Callable[..., DictConfig]:
 def meal_environ(tmp_path: Path) -> dict[str, str]:
     """Environment for subprocess runs: offline W&B, zoo and caches under tmp_path."""
     env = dict(os.environ)
-    env.update({"MEAL_ROOT": str(REPO), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
-                "MEAL_ZOO": str(tmp_path / "zoo"), "MEAL_CACHE": str(tmp_path / "cache"),
-                "MEAL_DATA": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"})
+    env.update(
+        {
+            "MEAL_ROOT": str(REPO),
+            "WANDB_MODE": "offline",
+            "WANDB_SILENT": "true",
+            "MEAL_ZOO": str(tmp_path / "zoo"),
+            "MEAL_CACHE": str(tmp_path / "cache"),
+            "MEAL_DATA": str(tmp_path / "data"),
+            "PYTHONUNBUFFERED": "1",
+            "HYDRA_FULL_ERROR": "0",
+        }
+    )
     env.pop("WANDB_API_KEY", None)
     return env
 
@@ -70,11 +79,18 @@ def meal_env(tmp_path: Path) -> dict[str, str]:
     return meal_environ(tmp_path)
 
 
-def run_launch(args: Sequence[str], env: dict[str, str], timeout: float = 600,
-               cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_launch(
+    args: Sequence[str], env: dict[str, str], timeout: float = 600, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run `python launch.py ARGS` and capture its output."""
-    return subprocess.run([sys.executable, str(REPO / "launch.py"), *args], env=env, cwd=cwd or REPO,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(REPO / "launch.py"), *args],
+        env=env,
+        cwd=cwd or REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def validate_experiment(cfg: DictConfig) -> None:

@@ -14,8 +14,16 @@ from meal.preflight import check_before_work
 from tests.conftest import compose_config, meal_environ, run_launch
 
 # MEAL v1 on the quickstart teachers with an empty zoo: every teacher would be trained first
-OUT_OF_RANGE = ["method=meal_v1", "method.out_layer=[99]", "method.out_dims=[10]", "method.gamma=[1.0]",
-                "method.eta=[0.1]", "teachers=fmnist_trio", "teachers.train_missing=true", "logger=none"]
+OUT_OF_RANGE = [
+    "method=meal_v1",
+    "method.out_layer=[99]",
+    "method.out_dims=[10]",
+    "method.gamma=[1.0]",
+    "method.eta=[0.1]",
+    "teachers=fmnist_trio",
+    "teachers.train_missing=true",
+    "logger=none",
+]
 
 
 def _nothing_may_load(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,16 +52,22 @@ def test_an_out_of_range_out_layer_is_refused_before_data_teachers_or_files(
 
 def test_a_teacher_with_another_block_count_is_refused_before_work(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = compose_config(["method=meal_v1", "teachers=fmnist_pair", "teachers.members.0.taps=[block1]"])
-    with pytest.raises(ConfigError, match=r"^method\.out_layer: teacher 'fmnist_cnn-s0' has 2 block outputs "
-                                          r"and the student 5"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^method\.out_layer: teacher 'fmnist_cnn-s0' has 2 block outputs "
+        r"and the student 5",
+    ):
         check_before_work(cfg)
 
 
 @pytest.mark.parametrize("method", ["meal_v1", "meal_v2", "kd"])
 def test_a_distillation_method_without_teachers_is_refused_before_work(method: str) -> None:
     cfg = compose_config([f"method={method}", "teachers=none"])
-    with pytest.raises(ConfigError, match=rf"^teachers: method '{method}' needs at least one teacher, "
-                                          r"but teachers=none has none"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"^teachers: method '{method}' needs at least one teacher, "
+        r"but teachers=none has none",
+    ):
         check_before_work(cfg)
 
 

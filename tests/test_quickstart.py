@@ -11,14 +11,31 @@ from tests.conftest import needs_fashion_mnist, run_launch
 
 pytestmark = [pytest.mark.slow, needs_fashion_mnist]
 
-RESULT_FIELDS = {"method", "student", "teachers", "dataset", "seed", "epochs", "top1", "top5", "best_top1",
-                 "teacher_top1", "ensemble_top1", "params", "img_per_s", "wall_s", "status", "wandb_id"}
+RESULT_FIELDS = {
+    "method",
+    "student",
+    "teachers",
+    "dataset",
+    "seed",
+    "epochs",
+    "top1",
+    "top5",
+    "best_top1",
+    "teacher_top1",
+    "ensemble_top1",
+    "params",
+    "img_per_s",
+    "wall_s",
+    "status",
+    "wandb_id",
+}
 
 
 def test_supervised_training_reaches_80_percent(tmp_path: Path, meal_env: dict[str, str]) -> None:
     run = tmp_path / "ce"
-    proc = run_launch(["method=ce", "teachers=none", "logger=none", f"hydra.run.dir={run}",
-                       "trainer.export_to_zoo=true"], meal_env)
+    proc = run_launch(
+        ["method=ce", "teachers=none", "logger=none", f"hydra.run.dir={run}", "trainer.export_to_zoo=true"], meal_env
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((run / "result.json").read_text())
     assert result["status"] == "completed" and result["method"] == "ce" and result["teachers"] == []

@@ -104,9 +104,7 @@ def sweep(tmp_path: Path) -> Path:
                 ),
             )
             job += 1
-    make_job(
-        root / "6", ["method.gamma=10", "seed=0", "hydra/launcher=slurm"], result(status="failed", top1=None)
-    )
+    make_job(root / "6", ["method.gamma=10", "seed=0", "hydra/launcher=slurm"], result(status="failed", top1=None))
     make_job(root / "7", ["method.gamma=10", "seed=1", "hydra/launcher=slurm"], raw='{"top1": 7')
     (root / "manifest.json").write_text(
         json.dumps(

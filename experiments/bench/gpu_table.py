@@ -33,9 +33,16 @@ from meal.bench import BASELINE, FAST, merge_overrides
 
 log = logging.getLogger("gpu_table")
 
-CIFAR_SYNTHETIC = ("data=synthetic", "data.in_channels=3", "data.image_size=32", "data.num_classes=10",
-                   "data.mean=[0.4914,0.4822,0.4465]", "data.std=[0.2023,0.1994,0.2010]",
-                   "data.augment=pad_crop_flip", "data.pad=4")
+CIFAR_SYNTHETIC = (
+    "data=synthetic",
+    "data.in_channels=3",
+    "data.image_size=32",
+    "data.num_classes=10",
+    "data.mean=[0.4914,0.4822,0.4465]",
+    "data.std=[0.2023,0.1994,0.2010]",
+    "data.augment=pad_crop_flip",
+    "data.pad=4",
+)
 CASES: dict[str, tuple[str, ...]] = {
     "a": ("method=meal_v2", "student=resnet18", "teachers=cifar_trio", *CIFAR_SYNTHETIC),  # MEAL V2, 3 teachers
     "b": ("paper=meal_cifar10_ensemble", *CIFAR_SYNTHETIC, "trainer.epochs=1"),  # MEAL v1, 5 teachers
@@ -46,8 +53,20 @@ def bench_command(case: str, args: argparse.Namespace) -> list[str]:
     """The ``python -m meal.bench`` argument list (without the interpreter) of one case."""
     overrides = (*CASES[case], f"data.batch_size={args.batch_size}", f"data.train_size={args.train_size}")
     profile = [] if args.profile is None else ["--profile", str(args.profile / case)]
-    return ["-m", "meal.bench", "--json", "--random-teachers", "--regimes", args.regimes, "--steps", str(args.steps),
-            "--warmup", str(args.warmup), *profile, *merge_overrides(overrides, args.extra)]
+    return [
+        "-m",
+        "meal.bench",
+        "--json",
+        "--random-teachers",
+        "--regimes",
+        args.regimes,
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        *profile,
+        *merge_overrides(overrides, args.extra),
+    ]
 
 
 def _label(regime: str) -> str:
@@ -69,13 +88,25 @@ def render_table(records: Sequence[dict[str, Any]]) -> str:
     regimes = list(first["regimes"])
     speedup = BASELINE in regimes and FAST in regimes
     kinds = sorted({r["peak_memory_kind"] for rec in records for r in rec["regimes"].values()})
-    lines = [f"Device: {first['device']}, torch {first['torch']}; batch {first['batch_size']}, "
-             f"{first['timed_steps']} timed steps per mode ({first['statistic']}); peak memory: {', '.join(kinds)}",
-             ""]
-    busy = any("device_busy" in row for rec in records for r in rec["regimes"].values()
-               for row in (r.get("profile") or {}).values())
-    header = ["case", "mode", *(f"img/s ({_label(n)})" for n in regimes), *(["speed-up"] if speedup else []),
-              *(f"peak MB ({_label(n)})" for n in regimes), *(f"GPU busy ({_label(n)})" for n in regimes if busy)]
+    lines = [
+        f"Device: {first['device']}, torch {first['torch']}; batch {first['batch_size']}, "
+        f"{first['timed_steps']} timed steps per mode ({first['statistic']}); peak memory: {', '.join(kinds)}",
+        "",
+    ]
+    busy = any(
+        "device_busy" in row
+        for rec in records
+        for r in rec["regimes"].values()
+        for row in (r.get("profile") or {}).values()
+    )
+    header = [
+        "case",
+        "mode",
+        *(f"img/s ({_label(n)})" for n in regimes),
+        *(["speed-up"] if speedup else []),
+        *(f"peak MB ({_label(n)})" for n in regimes),
+        *(f"GPU busy ({_label(n)})" for n in regimes if busy),
+    ]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for rec in records:
         for mode in rec["modes"]:
@@ -85,8 +116,10 @@ def render_table(records: Sequence[dict[str, Any]]) -> str:
                 row.append(_cell((rec.get("speedup") or {}).get(mode), 2))
             row += [_cell(_peak(rec["regimes"][n], mode), 0) for n in regimes]
             if busy:
-                row += [_cell(((rec["regimes"][n].get("profile") or {}).get(mode) or {}).get("device_busy"), 2)
-                        for n in regimes]
+                row += [
+                    _cell(((rec["regimes"][n].get("profile") or {}).get(mode) or {}).get("device_busy"), 2)
+                    for n in regimes
+                ]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -99,12 +132,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--train-size", type=int, default=4096, help="synthetic training images")
     parser.add_argument("--steps", type=int, default=50, help="timed steps per mode and regime")
-    parser.add_argument("--warmup", type=int, default=20,
-                        help="untimed steps per mode first (compilation: case b draws one teacher per step)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=20,
+        help="untimed steps per mode first (compilation: case b draws one teacher per step)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     parser.add_argument("--json-out", type=Path, default=None, help="write the bench's JSON objects here")
-    parser.add_argument("--profile", type=Path, default=None,
-                        help="profile each mode after timing; operator tables under PROFILE/<case>/<regime>/")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="profile each mode after timing; operator tables under PROFILE/<case>/<regime>/",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the bench commands, run nothing")
     parser.add_argument("extra", nargs="*", help="hydra overrides for every case (win over the case's)")
     args = parser.parse_args(argv)

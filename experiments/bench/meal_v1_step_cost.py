@@ -48,17 +48,24 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = OmegaConf.structured(MealV1MethodConfig(out_layer=[0, 1, 2, 3, 4], out_dims=[10000, 5000, 1000, 500, 10],
-                                                  gamma=[0.001, 0.01, 0.05, 0.1, 1.0], eta=[1.0] * 5))
+    cfg = OmegaConf.structured(
+        MealV1MethodConfig(
+            out_layer=[0, 1, 2, 3, 4],
+            out_dims=[10000, 5000, 1000, 500, 10],
+            gamma=[0.001, 0.01, 0.05, 0.1, 1.0],
+            eta=[1.0] * 5,
+        )
+    )
     student = build_model("vgg19_bn", 10, 3, 32)
     method = build_method(cfg, student, [Teacher("t", freeze(build_model("vgg19_bn", 10, 3, 32)))], 10, 0)
     batch = Batch(torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,)), torch.arange(32))
 
     def optimizers(fused: bool) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
         extra = {"fused": True} if fused else {}
-        return (torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, **extra),
-                torch.optim.SGD(method.discriminators.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4,
-                                **extra))
+        return (
+            torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, **extra),
+            torch.optim.SGD(method.discriminators.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4, **extra),
+        )
 
     built = {name: optimizers(fused) for name, (_, fused) in VARIANTS.items()}
 

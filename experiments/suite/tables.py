@@ -68,21 +68,36 @@ class Ablation:
 
 MAIN_SWEEPS = ("scratch_tiny_v1",)
 ABLATIONS: dict[str, Ablation] = {
-    "eta (MEAL v1 on the logits)": Ablation("ablation_eta", "meal_v1", "method.eta", "eta 0.1",
-                                            {"[0.3]": "eta 0.3", "[1.0]": "eta 1.0 (published)"}),
+    "eta (MEAL v1 on the logits)": Ablation(
+        "ablation_eta", "meal_v1", "method.eta", "eta 0.1", {"[0.3]": "eta 0.3", "[1.0]": "eta 1.0 (published)"}
+    ),
     "adversarial mode (MEAL v1 on the logits)": Ablation(
-        "ablation_adversarial", "meal_v1", "method.adversarial", "grl (gradient reversal)",
-        {"none": "none (no discriminator)", "alternating": "alternating steps", "joint": "joint (published)"}),
-    "similarity (MEAL v1 on the logits)": Ablation("ablation_similarity", "meal_v1", "method.similarity",
-                                                   "ce (soft cross-entropy)", {"l2": "l2 on the logits"}),
-    "LR schedule (MEAL v1 on the logits)": Ablation("ablation_schedule", "meal_v1", "schedule", "cosine",
-                                                    {"multistep": "step: x0.1 for the last epoch"}),
+        "ablation_adversarial",
+        "meal_v1",
+        "method.adversarial",
+        "grl (gradient reversal)",
+        {"none": "none (no discriminator)", "alternating": "alternating steps", "joint": "joint (published)"},
+    ),
+    "similarity (MEAL v1 on the logits)": Ablation(
+        "ablation_similarity", "meal_v1", "method.similarity", "ce (soft cross-entropy)", {"l2": "l2 on the logits"}
+    ),
+    "LR schedule (MEAL v1 on the logits)": Ablation(
+        "ablation_schedule", "meal_v1", "schedule", "cosine", {"multistep": "step: x0.1 for the last epoch"}
+    ),
     "gamma (MEAL v1 on every block)": Ablation(
-        "ablation_gamma", "meal_v1_blockwise", "method.gamma", "published gamma (0.001, 0.01, 0.05, 0.1, 1)",
-        {"[0.0, 0.0, 0.0, 0.0, 1.0]": "similarity on the logits only"}),
+        "ablation_gamma",
+        "meal_v1_blockwise",
+        "method.gamma",
+        "published gamma (0.001, 0.01, 0.05, 0.1, 1)",
+        {"[0.0, 0.0, 0.0, 0.0, 1.0]": "similarity on the logits only"},
+    ),
     "distilled blocks (MEAL v1)": Ablation(
-        "ablation_out_layer", "meal_v1_blockwise", "ablation/fmnist_blocks", "all five blocks (published)",
-        {"hidden_logits": "last hidden block + logits"}),
+        "ablation_out_layer",
+        "meal_v1_blockwise",
+        "ablation/fmnist_blocks",
+        "all five blocks (published)",
+        {"hidden_logits": "last hidden block + logits"},
+    ),
 }
 
 
@@ -106,14 +121,20 @@ def ablation_table(runs_dir: Path, spec: Ablation) -> str:
     ]
     ordered = [reference[0], *(row for row in rows if row is not reference[0])]
     for row, comparison in zip(ordered, comparisons(ordered, reference[0], "top1"), strict=True):
-        name = spec.reference + " (reference)" if row is reference[0] else spec.names.get(
-            row.params.get(spec.key, ""), row.params.get(spec.key, ""))
+        name = (
+            spec.reference + " (reference)"
+            if row is reference[0]
+            else spec.names.get(row.params.get(spec.key, ""), row.params.get(spec.key, ""))
+        )
         cells = [name, str(row.n), format_summary(row.stats["top1"])]
         if comparison is None:
             cells += ["", "", ""]
         else:
-            cells += [f"{comparison.diff:+.2f}", format_interval(comparison.low, comparison.high),
-                      format_p(comparison.p)]
+            cells += [
+                f"{comparison.diff:+.2f}",
+                format_interval(comparison.low, comparison.high),
+                format_p(comparison.p),
+            ]
         cells.append(format_summary(row.stats["val_top1"]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

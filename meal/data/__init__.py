@@ -57,8 +57,11 @@ def check_data_config(cfg: Any) -> None:
     if not 0.0 <= cfg.val_split < 1.0:
         raise ConfigError("data.val_split", f"must be in [0, 1), got {cfg.val_split}")
     if cfg.augment not in spec.augmentations:
-        raise ConfigError("data.augment", f"'{cfg.augment}' is not available for {cfg.name}",
-                          f"choose one of: {', '.join(spec.augmentations)}")
+        raise ConfigError(
+            "data.augment",
+            f"'{cfg.augment}' is not available for {cfg.name}",
+            f"choose one of: {', '.join(spec.augmentations)}",
+        )
     if len(cfg.mean) != cfg.in_channels or len(cfg.std) != cfg.in_channels:
         raise ConfigError("data.mean", f"mean/std need {cfg.in_channels} values (one per channel)")
 
@@ -66,15 +69,21 @@ def check_data_config(cfg: Any) -> None:
 def _check_world(cfg: Any, world_size: int) -> None:
     """Every rank needs at least one sample of each global training batch."""
     if world_size > 1 and cfg.batch_size < world_size:
-        raise ConfigError("data.batch_size", f"the global batch ({cfg.batch_size}) is smaller than the "
-                          f"{world_size} processes sharing it", f"use data.batch_size >= {world_size}")
+        raise ConfigError(
+            "data.batch_size",
+            f"the global batch ({cfg.batch_size}) is smaller than the {world_size} processes sharing it",
+            f"use data.batch_size >= {world_size}",
+        )
 
 
 def _check_steps(train: Loader, world_size: int) -> None:
     """Refuse a sharded training set too small for one step (its short last batch is dropped)."""
     if world_size > 1 and len(train) == 0:
-        raise ConfigError("data.train_subset", f"{train.num_samples} training images give no step to share "
-                          f"across {world_size} processes", "use more training images or fewer processes")
+        raise ConfigError(
+            "data.train_subset",
+            f"{train.num_samples} training images give no step to share across {world_size} processes",
+            "use more training images or fewer processes",
+        )
 
 
 def _split(n: int, cfg: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -91,15 +100,18 @@ def _split(n: int, cfg: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
 def _check_shape(cfg: Any, images: torch.Tensor, labels: torch.Tensor) -> None:
     _, c, h, _ = images.shape
     if c != cfg.in_channels or h != cfg.image_size:
-        raise ConfigError("data.in_channels", f"{cfg.name} images are {c}x{h}x{h}, config says "
-                          f"{cfg.in_channels}x{cfg.image_size}x{cfg.image_size}")
+        raise ConfigError(
+            "data.in_channels",
+            f"{cfg.name} images are {c}x{h}x{h}, config says {cfg.in_channels}x{cfg.image_size}x{cfg.image_size}",
+        )
     classes = int(labels.max()) + 1
     if classes > cfg.num_classes:
         raise ConfigError("data.num_classes", f"{cfg.name} has {classes} classes, config says {cfg.num_classes}")
 
 
-def build_data(cfg: Any, data_dir: Path, seed: int, device: torch.device, rank: int = 0,
-               world_size: int = 1) -> DataBundle:
+def build_data(
+    cfg: Any, data_dir: Path, seed: int, device: torch.device, rank: int = 0, world_size: int = 1
+) -> DataBundle:
     """Load the dataset named by `cfg.name` and return its loaders.
 
     `data.batch_size` is the global batch: with `world_size` processes each takes its slice, and a
@@ -119,11 +131,22 @@ def build_data(cfg: Any, data_dir: Path, seed: int, device: torch.device, rank: 
     store = device if cfg.on_device else torch.device("cpu")
 
     def loader(images: torch.Tensor, labels: torch.Tensor, train: bool) -> TensorLoader:
-        return TensorLoader(images, labels, batch_size=cfg.batch_size if train else cfg.eval_batch_size,
-                            mean=list(cfg.mean), std=list(cfg.std), normalize_inputs=cfg.normalize,
-                            augment=cfg.augment if train else "none", pad=cfg.pad, shuffle=train, seed=seed,
-                            device=device, store=store, rank=rank if train else 0,
-                            world_size=world_size if train else 1)
+        return TensorLoader(
+            images,
+            labels,
+            batch_size=cfg.batch_size if train else cfg.eval_batch_size,
+            mean=list(cfg.mean),
+            std=list(cfg.std),
+            normalize_inputs=cfg.normalize,
+            augment=cfg.augment if train else "none",
+            pad=cfg.pad,
+            shuffle=train,
+            seed=seed,
+            device=device,
+            store=store,
+            rank=rank if train else 0,
+            world_size=world_size if train else 1,
+        )
 
     test_x, test_y = splits.test_x, splits.test_y
     if cfg.test_subset is not None:
@@ -131,29 +154,59 @@ def build_data(cfg: Any, data_dir: Path, seed: int, device: torch.device, rank: 
     train = loader(splits.train_x[train_idx], splits.train_y[train_idx], True)
     _check_steps(train, world_size)
     val = None if val_idx is None else loader(splits.train_x[val_idx], splits.train_y[val_idx], False)
-    return DataBundle(cfg.name, train, loader(test_x, test_y, False), val, cfg.num_classes, cfg.in_channels,
-                      cfg.image_size)
+    return DataBundle(
+        cfg.name, train, loader(test_x, test_y, False), val, cfg.num_classes, cfg.in_channels, cfg.image_size
+    )
 
 
-def _build_folder(cfg: Any, data_dir: Path, seed: int, device: torch.device, rank: int,
-                  world_size: int) -> DataBundle:
+def _build_folder(cfg: Any, data_dir: Path, seed: int, device: torch.device, rank: int, world_size: int) -> DataBundle:
     root = Path(cfg.root).expanduser() if cfg.root else data_dir / cfg.name
-    common = {"image_size": cfg.image_size, "resize": cfg.resize, "mean": list(cfg.mean), "std": list(cfg.std),
-              "seed": seed}
+    common = {
+        "image_size": cfg.image_size,
+        "resize": cfg.resize,
+        "mean": list(cfg.mean),
+        "std": list(cfg.std),
+        "seed": seed,
+    }
     train_set = FolderDataset(root / "train", train=cfg.augment != "none", **common)
     test_set = FolderDataset(root / "val", train=False, classes_of=train_set, **common)
     if len(train_set.folder.classes) > cfg.num_classes:
-        raise ConfigError("data.num_classes", f"{root / 'train'} has {len(train_set.folder.classes)} classes, "
-                          f"config says {cfg.num_classes}")
+        raise ConfigError(
+            "data.num_classes",
+            f"{root / 'train'} has {len(train_set.folder.classes)} classes, config says {cfg.num_classes}",
+        )
     train_idx, val_idx = _split(len(train_set), cfg)
-    train = FolderLoader(train_set, batch_size=cfg.batch_size, workers=cfg.workers, shuffle=True, seed=seed,
-                         device=device, rank=rank, world_size=world_size, subset=train_idx)
+    train = FolderLoader(
+        train_set,
+        batch_size=cfg.batch_size,
+        workers=cfg.workers,
+        shuffle=True,
+        seed=seed,
+        device=device,
+        rank=rank,
+        world_size=world_size,
+        subset=train_idx,
+    )
     test_subset = None if cfg.test_subset is None else torch.arange(min(cfg.test_subset, len(test_set)))
-    test = FolderLoader(test_set, batch_size=cfg.eval_batch_size, workers=cfg.workers, shuffle=False, seed=seed,
-                        device=device, subset=test_subset)
+    test = FolderLoader(
+        test_set,
+        batch_size=cfg.eval_batch_size,
+        workers=cfg.workers,
+        shuffle=False,
+        seed=seed,
+        device=device,
+        subset=test_subset,
+    )
     val = None
     if val_idx is not None:
         val_set = FolderDataset(root / "train", train=False, classes_of=train_set, **common)
-        val = FolderLoader(val_set, batch_size=cfg.eval_batch_size, workers=cfg.workers, shuffle=False,
-                           seed=seed, device=device, subset=val_idx)
+        val = FolderLoader(
+            val_set,
+            batch_size=cfg.eval_batch_size,
+            workers=cfg.workers,
+            shuffle=False,
+            seed=seed,
+            device=device,
+            subset=val_idx,
+        )
     return DataBundle(cfg.name, train, test, val, cfg.num_classes, cfg.in_channels, cfg.image_size)

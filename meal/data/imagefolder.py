@@ -48,8 +48,9 @@ def sample_crop_box(height: int, width: int, generator: torch.Generator) -> tupl
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def check_same_classes(root: Path, class_to_idx: dict[str, int], train_root: Path,
-                       train_class_to_idx: dict[str, int]) -> None:
+def check_same_classes(
+    root: Path, class_to_idx: dict[str, int], train_root: Path, train_class_to_idx: dict[str, int]
+) -> None:
     """Refuse a split whose class folders differ from the training split's.
 
     torchvision numbers the class folders of each split in sorted order, so two splits share one
@@ -60,10 +61,15 @@ def check_same_classes(root: Path, class_to_idx: dict[str, int], train_root: Pat
         return
     missing = sorted(set(train_class_to_idx) - set(class_to_idx))
     unknown = sorted(set(class_to_idx) - set(train_class_to_idx))
-    problems = [f"lacks {len(missing)} class folder(s) of {train_root}: {_shown(missing)}" if missing else "",
-                f"has {len(unknown)} class folder(s) that {train_root} lacks: {_shown(unknown)}" if unknown else ""]
-    raise ConfigError("data.root", f"{root} " + " and ".join(p for p in problems if p) + "; its labels would not "
-                      "match the training split's", f"give {root} exactly the class folders of {train_root}")
+    problems = [
+        f"lacks {len(missing)} class folder(s) of {train_root}: {_shown(missing)}" if missing else "",
+        f"has {len(unknown)} class folder(s) that {train_root} lacks: {_shown(unknown)}" if unknown else "",
+    ]
+    raise ConfigError(
+        "data.root",
+        f"{root} " + " and ".join(p for p in problems if p) + "; its labels would not match the training split's",
+        f"give {root} exactly the class folders of {train_root}",
+    )
 
 
 def _shown(names: list[str], limit: int = 5) -> str:
@@ -73,23 +79,35 @@ def _shown(names: list[str], limit: int = 5) -> str:
 class FolderDataset(Dataset):
     """torchvision ImageFolder that returns (image, label, index, crop box)."""
 
-    def __init__(self, root: Path, train: bool, image_size: int, resize: int, mean: list[float],
-                 std: list[float], seed: int, classes_of: FolderDataset | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        train: bool,
+        image_size: int,
+        resize: int,
+        mean: list[float],
+        std: list[float],
+        seed: int,
+        classes_of: FolderDataset | None = None,
+    ) -> None:
         """`classes_of`: the training split whose class-to-index map this split must share (see
         :func:`check_same_classes`); None for the training split itself."""
         from torchvision import datasets
         from torchvision.transforms import v2
 
         if not root.is_dir():
-            raise DataError(f"data.root: image folder {root} does not exist (expected ROOT/train/<class>/*.jpg "
-                            "and ROOT/val/<class>/*.jpg)")
+            raise DataError(
+                f"data.root: image folder {root} does not exist (expected ROOT/train/<class>/*.jpg "
+                "and ROOT/val/<class>/*.jpg)"
+            )
         try:
             self.folder = datasets.ImageFolder(str(root))
         except (FileNotFoundError, RuntimeError) as exc:
             raise DataError(f"data.root: {root} holds no class folders with images ({exc})") from exc
         if classes_of is not None:
-            check_same_classes(root, self.folder.class_to_idx, Path(classes_of.folder.root),
-                               classes_of.folder.class_to_idx)
+            check_same_classes(
+                root, self.folder.class_to_idx, Path(classes_of.folder.root), classes_of.folder.class_to_idx
+            )
         self.train = train
         self.image_size = image_size
         self.seed = seed
@@ -150,9 +168,19 @@ class FolderLoader:
     kept however small (``len = ceil(num_samples / batch_size)``).
     """
 
-    def __init__(self, dataset: FolderDataset, *, batch_size: int, workers: int, shuffle: bool, seed: int,
-                 device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
-                 subset: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        dataset: FolderDataset,
+        *,
+        batch_size: int,
+        workers: int,
+        shuffle: bool,
+        seed: int,
+        device: torch.device | str = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
+        subset: torch.Tensor | None = None,
+    ) -> None:
         check_sharding(batch_size, world_size)
         self.dataset = dataset
         self.batch_size = batch_size
@@ -188,8 +216,13 @@ class FolderLoader:
         batches = [order[i : i + self.batch_size] for i in range(0, order.numel(), self.batch_size)]
         if self.world_size > 1:
             batches = [b.tensor_split(self.world_size)[self.rank] for b in batches]
-        loader = DataLoader(self.dataset, batch_sampler=[b.tolist() for b in batches], num_workers=self.workers,
-                            pin_memory=self.device.type == "cuda", persistent_workers=False)
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=[b.tolist() for b in batches],
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
         for x, y, index, aug in loader:
             yield Batch(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), index, aug)
 

@@ -78,16 +78,26 @@ def _torchvision(name: str) -> Callable[[Any, Path], TensorSplits]:
 
 
 for _spec in (
-    DatasetSpec("fashion_mnist", "tensor", lambda cfg, folder: load_fashion_mnist(_root(cfg), folder, _download(cfg)),
-                AUGMENTATIONS, "Fashion-MNIST, 28x28 grey, 10 classes (idx files)"),
+    DatasetSpec(
+        "fashion_mnist",
+        "tensor",
+        lambda cfg, folder: load_fashion_mnist(_root(cfg), folder, _download(cfg)),
+        AUGMENTATIONS,
+        "Fashion-MNIST, 28x28 grey, 10 classes (idx files)",
+    ),
     DatasetSpec("cifar10", "tensor", _torchvision("cifar10"), AUGMENTATIONS, "CIFAR-10 (torchvision's files)"),
     DatasetSpec("cifar100", "tensor", _torchvision("cifar100"), AUGMENTATIONS, "CIFAR-100 (torchvision's files)"),
     DatasetSpec("svhn", "tensor", _torchvision("svhn"), AUGMENTATIONS, "SVHN (torchvision's .mat files)"),
     DatasetSpec("imagenet", "folder", None, FOLDER_AUGMENTATIONS, "ImageNet as an ImageFolder tree"),
     DatasetSpec("imagefolder", "folder", None, FOLDER_AUGMENTATIONS, "any ImageFolder tree (train/, val/)"),
-    DatasetSpec("synthetic", "tensor",
-                lambda cfg, folder: make_synthetic(cfg.train_size, cfg.test_size, cfg.in_channels, cfg.image_size,
-                                                   cfg.num_classes),
-                AUGMENTATIONS, "random images whose label depends on the image (tests, benchmarks)"),
+    DatasetSpec(
+        "synthetic",
+        "tensor",
+        lambda cfg, folder: make_synthetic(
+            cfg.train_size, cfg.test_size, cfg.in_channels, cfg.image_size, cfg.num_classes
+        ),
+        AUGMENTATIONS,
+        "random images whose label depends on the image (tests, benchmarks)",
+    ),
 ):
     register_dataset(_spec)

@@ -105,8 +105,10 @@ def load_fashion_mnist(root: Path | None, default_root: Path, download: bool | s
             "files to a folder and point data.root at it)"
         ) from exc
     if not _fashion_dir(target):
-        raise DataError(f"data.root: the Fashion-MNIST download into {target} left incomplete files "
-                        "(delete the folder and start again, or point data.root at the four idx files)")
+        raise DataError(
+            f"data.root: the Fashion-MNIST download into {target} left incomplete files "
+            "(delete the folder and start again, or point data.root at the four idx files)"
+        )
     return _read_fashion(target)
 
 

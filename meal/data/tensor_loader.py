@@ -25,8 +25,10 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 def check_sharding(batch_size: int, world_size: int) -> None:
     """Refuse a global batch that cannot give each of `world_size` ranks at least one sample."""
     if world_size > 1 and batch_size < world_size:
-        raise ValueError(f"a global batch of {batch_size} cannot be split across {world_size} ranks "
-                         "(every rank needs at least one sample per step)")
+        raise ValueError(
+            f"a global batch of {batch_size} cannot be split across {world_size} ranks "
+            "(every rank needs at least one sample per step)"
+        )
 
 
 def steps_per_epoch(num_samples: int, batch_size: int, world_size: int = 1) -> int:

@@ -91,8 +91,12 @@ def try_compile(model: nn.Module, name: str) -> bool:
             if not _is_compile_error(exc):
                 raise
             first_line = (str(exc).strip().splitlines() or [""])[0]
-            log.warning("trainer.compile: compiling %s failed (%s: %s); it runs eager from now on",
-                        name, type(exc).__name__, first_line)
+            log.warning(
+                "trainer.compile: compiling %s failed (%s: %s); it runs eager from now on",
+                name,
+                type(exc).__name__,
+                first_line,
+            )
             restore_eager()
             return eager(*args, **kwargs)
 
@@ -101,8 +105,9 @@ def try_compile(model: nn.Module, name: str) -> bool:
     return True
 
 
-def accelerate(trainer_cfg: Any, student: nn.Module, teachers: Sequence[tuple[str, nn.Module]],
-               device: torch.device) -> None:
+def accelerate(
+    trainer_cfg: Any, student: nn.Module, teachers: Sequence[tuple[str, nn.Module]], device: torch.device
+) -> None:
     """Apply `trainer.channels_last`, `trainer.teacher_precision` and `trainer.compile` to a run's models.
 
     Call it after any soft-label cache was built: caches hold float32 teacher outputs.

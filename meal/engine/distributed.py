@@ -35,8 +35,11 @@ def _env_ranks() -> tuple[int, int, int] | None:
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
         return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0"))
     if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
-        return (int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"]),
-                int(os.environ.get("SLURM_LOCALID", "0")))
+        return (
+            int(os.environ["SLURM_PROCID"]),
+            int(os.environ["SLURM_NTASKS"]),
+            int(os.environ.get("SLURM_LOCALID", "0")),
+        )
     return None
 
 
@@ -47,8 +50,9 @@ def _slurm_master() -> None:
 
         nodes = os.environ.get("SLURM_JOB_NODELIST", "localhost")
         try:
-            first = subprocess.run(["scontrol", "show", "hostnames", nodes], capture_output=True, text=True,
-                                   check=True, timeout=30).stdout.split()[0]
+            first = subprocess.run(
+                ["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, check=True, timeout=30
+            ).stdout.split()[0]
         except (OSError, subprocess.SubprocessError, IndexError):
             first = "localhost"
         os.environ["MASTER_ADDR"] = first

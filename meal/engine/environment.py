@@ -60,8 +60,9 @@ def configure_threads(threads: int | None) -> int | None:
         try:
             threads = int(slurm)
         except ValueError:
-            log.warning("SLURM_CPUS_PER_TASK=%r is not a number: keeping torch's %d threads", slurm,
-                        torch.get_num_threads())
+            log.warning(
+                "SLURM_CPUS_PER_TASK=%r is not a number: keeping torch's %d threads", slurm, torch.get_num_threads()
+            )
             return None
         if threads < 1:
             return None

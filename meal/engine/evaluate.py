@@ -45,8 +45,9 @@ def evaluate_model(model: nn.Module, batches: Iterable[Batch]) -> dict[str, floa
 
 
 @torch.no_grad()
-def evaluate_teachers(teachers: Sequence[tuple[str, nn.Module]], batches: Iterable[Batch]
-                      ) -> tuple[dict[str, float], float | None]:
+def evaluate_teachers(
+    teachers: Sequence[tuple[str, nn.Module]], batches: Iterable[Batch]
+) -> tuple[dict[str, float], float | None]:
     """Each teacher's top-1 and the ensemble's top-1 (mean softmax), in percent, in one pass."""
     if not teachers:
         return {}, None

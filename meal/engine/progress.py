@@ -40,8 +40,10 @@ class Progress:
         done = max(step - self.start_step, 1)
         eta = elapsed / done * (self.total_steps - step)
         shown = " ".join(f"{k}={v:.4g}" for k, v in values.items())
-        line = (f"epoch {epoch + 1}/{epochs} step {step}/{self.total_steps} "
-                f"[{_fmt_duration(elapsed)}<{_fmt_duration(eta)}] {shown}")
+        line = (
+            f"epoch {epoch + 1}/{epochs} step {step}/{self.total_steps} "
+            f"[{_fmt_duration(elapsed)}<{_fmt_duration(eta)}] {shown}"
+        )
         if self.interactive:
             sys.stderr.write("\r" + line[:160].ljust(100))
             sys.stderr.flush()

@@ -64,10 +64,21 @@ class TrainState:
 class Trainer:
     """Train `method` on `data`, writing metrics and checkpoints into `run_dir`."""
 
-    def __init__(self, cfg: Any, method: Method, data: DataBundle, run_dir: Path, device: torch.device,
-                 epochs: int, tracker: Any = None, rank: int = 0, world_size: int = 1,
-                 grad_sync: Callable[[list[torch.nn.Parameter]], None] | None = None,
-                 extra_state: dict[str, Any] | None = None, schedule_stretch: float = 1.0) -> None:
+    def __init__(
+        self,
+        cfg: Any,
+        method: Method,
+        data: DataBundle,
+        run_dir: Path,
+        device: torch.device,
+        epochs: int,
+        tracker: Any = None,
+        rank: int = 0,
+        world_size: int = 1,
+        grad_sync: Callable[[list[torch.nn.Parameter]], None] | None = None,
+        extra_state: dict[str, Any] | None = None,
+        schedule_stretch: float = 1.0,
+    ) -> None:
         self.cfg = cfg
         self.tcfg = cfg.trainer
         self.method = method
@@ -100,8 +111,7 @@ class Trainer:
         self.best_metric = objective_metric(self.tcfg.objective, cfg.data.val_split if data.val is not None else 0.0)
         self._resume_checked = False
         self.guard = PreemptionGuard()
-        self.progress = Progress(self.total_steps, self.tcfg.progress, self.tcfg.log_every_steps,
-                                 enabled=rank == 0)
+        self.progress = Progress(self.total_steps, self.tcfg.progress, self.tcfg.log_every_steps, enabled=rank == 0)
 
     # ----------------------------------------------------------------- checkpoints
     def _all_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -114,10 +124,17 @@ class Trainer:
         s = self.state
         payload = {
             "format": CHECKPOINT_FORMAT,
-            "epoch": s.epoch, "step_in_epoch": s.step_in_epoch, "global_step": s.global_step,
-            "best_top1": s.best_top1, "best_val_top1": s.best_val_top1, "best_epoch": s.best_epoch,
-            "skipped_steps": s.skipped_steps, "train_seconds": s.train_seconds,
-            "images_seen": s.images_seen, "epoch_sums": s.epoch_sums, "epoch_count": s.epoch_count,
+            "epoch": s.epoch,
+            "step_in_epoch": s.step_in_epoch,
+            "global_step": s.global_step,
+            "best_top1": s.best_top1,
+            "best_val_top1": s.best_val_top1,
+            "best_epoch": s.best_epoch,
+            "skipped_steps": s.skipped_steps,
+            "train_seconds": s.train_seconds,
+            "images_seen": s.images_seen,
+            "epoch_sums": s.epoch_sums,
+            "epoch_count": s.epoch_count,
             "last_eval": s.last_eval,
             "student": self.method.student.state_dict(),
             "method": self.method.method_state(),
@@ -147,22 +164,34 @@ class Trainer:
             for name, optimizer in self._all_optimizers().items():
                 optimizer.load_state_dict(ckpt["optimizers"][name])
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: does not fit this run's model or method ({exc}); "
-                                  "start in a new run directory") from exc
+            raise CheckpointError(
+                f"{path}: does not fit this run's model or method ({exc}); start in a new run directory"
+            ) from exc
         self.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
         self.state = TrainState(
-            epoch=ckpt["epoch"], step_in_epoch=ckpt["step_in_epoch"], global_step=ckpt["global_step"],
-            best_top1=ckpt["best_top1"], best_val_top1=ckpt.get("best_val_top1"), best_epoch=ckpt.get("best_epoch"),
+            epoch=ckpt["epoch"],
+            step_in_epoch=ckpt["step_in_epoch"],
+            global_step=ckpt["global_step"],
+            best_top1=ckpt["best_top1"],
+            best_val_top1=ckpt.get("best_val_top1"),
+            best_epoch=ckpt.get("best_epoch"),
             skipped_steps=ckpt["skipped_steps"],
-            train_seconds=ckpt["train_seconds"], images_seen=ckpt["images_seen"],
-            epoch_sums=dict(ckpt["epoch_sums"]), epoch_count=ckpt["epoch_count"],
+            train_seconds=ckpt["train_seconds"],
+            images_seen=ckpt["images_seen"],
+            epoch_sums=dict(ckpt["epoch_sums"]),
+            epoch_count=ckpt["epoch_count"],
             last_eval=dict(ckpt["last_eval"]),
         )
         self.extra_state.update(ckpt.get("extra", {}))
         self._truncate_metrics(self.state.global_step)
-        log.info("resumed from %s: epoch %d, step %d of %d", path, self.state.epoch + 1,
-                 self.state.global_step, self.total_steps)
+        log.info(
+            "resumed from %s: epoch %d, step %d of %d",
+            path,
+            self.state.epoch + 1,
+            self.state.global_step,
+            self.total_steps,
+        )
         return True
 
     def _truncate_metrics(self, global_step: int) -> None:
@@ -238,8 +267,10 @@ class Trainer:
         kept = self.ckpt_dir / "last.pt"
         kept_msg = f"the last good checkpoint {kept} is kept" if kept.exists() else "no checkpoint was written yet"
         if self.tcfg.nonfinite == "skip":
-            again = (f"restart the run in the same directory with a larger trainer.max_skipped_steps "
-                     f"({s.skipped_steps} skipped so far)")
+            again = (
+                f"restart the run in the same directory with a larger trainer.max_skipped_steps "
+                f"({s.skipped_steps} skipped so far)"
+            )
         else:
             again = "restart the run in the same directory with trainer.nonfinite=skip to skip such steps"
         raise NonFiniteLossError(
@@ -254,8 +285,9 @@ class Trainer:
         s.epoch_count += 1
         s.images_seen += batch_size * self.world_size
         if self.tracker is not None and s.global_step % max(self.tcfg.log_every_steps, 1) == 0:
-            self.tracker.log({f"train/{k}": v for k, v in logs.items()} | {"train/lr": lr, "epoch": s.epoch},
-                             step=s.global_step)
+            self.tracker.log(
+                {f"train/{k}": v for k, v in logs.items()} | {"train/lr": lr, "epoch": s.epoch}, step=s.global_step
+            )
         self.progress.update(s.global_step, s.epoch, self.epochs, {"loss": logs["loss"], "lr": lr})
 
     def _end_epoch(self, lr: float, epoch_seconds: float, epoch_images: int) -> dict[str, Any]:
@@ -289,10 +321,16 @@ class Trainer:
         with open(self.metrics_path, "a") as handle:
             handle.write(json.dumps(metrics, sort_keys=True) + "\n")
         if self.tracker is not None:
-            self.tracker.log({f"epoch/{k}": v for k, v in metrics.items() if k not in ("epoch", "step")}
-                             | {"epoch": metrics["epoch"]}, step=metrics["step"])
-        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items()
-                         if k in ("train_loss", "top1", "top5", "lr", "img_per_s") and isinstance(v, float))
+            self.tracker.log(
+                {f"epoch/{k}": v for k, v in metrics.items() if k not in ("epoch", "step")}
+                | {"epoch": metrics["epoch"]},
+                step=metrics["step"],
+            )
+        shown = " ".join(
+            f"{k}={v:.4g}"
+            for k, v in metrics.items()
+            if k in ("train_loss", "top1", "top5", "lr", "img_per_s") and isinstance(v, float)
+        )
         log.info("epoch %d/%d %s", metrics["epoch"], self.epochs, shown)
 
     def fit(self) -> TrainState:

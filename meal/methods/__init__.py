@@ -24,7 +24,6 @@ __all__ = [
 ]
 
 
-def build_method(cfg: Any, student: nn.Module, teachers: Sequence[Teacher], num_classes: int,
-                 seed: int = 0) -> Method:
+def build_method(cfg: Any, student: nn.Module, teachers: Sequence[Teacher], num_classes: int, seed: int = 0) -> Method:
     """Instantiate the method named by `cfg.name` around a student and its teachers."""
     return method_class(cfg.name)(cfg, student, teachers, num_classes, seed)

@@ -53,19 +53,32 @@ def discriminator_optimizer(cfg: Any, discriminators: nn.ModuleList) -> list[Ext
     if not params:
         return []
     if cfg.d_optim == "sgd":
-        optimizer = fused_optimizer(torch.optim.SGD, params, lr=cfg.d_lr, momentum=cfg.d_momentum,
-                                    weight_decay=cfg.d_weight_decay)
+        optimizer = fused_optimizer(
+            torch.optim.SGD, params, lr=cfg.d_lr, momentum=cfg.d_momentum, weight_decay=cfg.d_weight_decay
+        )
     else:
-        optimizer = fused_optimizer(torch.optim.AdamW, params, lr=cfg.d_lr, betas=tuple(cfg.d_betas),
-                                    weight_decay=cfg.d_weight_decay)
-    return [ExtraOptimizer("discriminators", optimizer, float(cfg.d_lr),
-                           follow_schedule=cfg.d_schedule == "student",
-                           stepped_by_engine=cfg.adversarial != "alternating")]
+        optimizer = fused_optimizer(
+            torch.optim.AdamW, params, lr=cfg.d_lr, betas=tuple(cfg.d_betas), weight_decay=cfg.d_weight_decay
+        )
+    return [
+        ExtraOptimizer(
+            "discriminators",
+            optimizer,
+            float(cfg.d_lr),
+            follow_schedule=cfg.d_schedule == "student",
+            stepped_by_engine=cfg.adversarial != "alternating",
+        )
+    ]
 
 
-def adversarial_loss(mode: str, discriminators: nn.ModuleList, student_feats: Sequence[Tensor],
-                     teacher_feats: Sequence[Tensor], etas: Sequence[float],
-                     d_optimizer: torch.optim.Optimizer | None) -> tuple[Tensor, dict[str, Tensor]]:
+def adversarial_loss(
+    mode: str,
+    discriminators: nn.ModuleList,
+    student_feats: Sequence[Tensor],
+    teacher_feats: Sequence[Tensor],
+    etas: Sequence[float],
+    d_optimizer: torch.optim.Optimizer | None,
+) -> tuple[Tensor, dict[str, Tensor]]:
     """The adversarial term to add to the student's loss, and the scalars to log.
 
     In ``alternating`` mode this also performs the discriminator update (on detached features).

@@ -85,8 +85,9 @@ class Method(nn.Module):
         """How many times longer the run is than `trainer.epochs` (its LR schedule plays that much slower)."""
         return 1
 
-    def __init__(self, cfg: Any, student: nn.Module, teachers: Sequence[Teacher], num_classes: int,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, cfg: Any, student: nn.Module, teachers: Sequence[Teacher], num_classes: int, seed: int = 0
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.seed = seed

@@ -51,8 +51,9 @@ class KnowledgeDistillation(Method):
         """The soft-label source and cache type."""
         check_soft_label_options(cfg)
 
-    def __init__(self, cfg: Any, student: nn.Module, teachers: Sequence[Teacher], num_classes: int,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, cfg: Any, student: nn.Module, teachers: Sequence[Teacher], num_classes: int, seed: int = 0
+    ) -> None:
         super().__init__(cfg, student, teachers, num_classes, seed)
         if not teachers:
             raise ConfigError("teachers", "method 'kd' needs at least one teacher")
@@ -73,4 +74,3 @@ class KnowledgeDistillation(Method):
         kl = kl_to_probs(logits, targets.probs, self.temperature)
         loss = (1.0 - self.alpha) * ce + self.alpha * kl
         return StepOutput(loss, {"ce": ce.detach(), "kd_kl": kl.detach()})
-

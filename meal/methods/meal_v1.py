@@ -201,4 +201,3 @@ class MealV1(Method):
         state = dict(state)
         self.selector.load_state_dict(state.pop("_selector"))
         super().load_method_state(state)
-

@@ -114,8 +114,9 @@ class MealV2(Method):
         check_adversarial_options(cfg)
         check_soft_label_options(cfg)
 
-    def __init__(self, cfg: Any, student: nn.Module, teachers: Sequence[Teacher], num_classes: int,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, cfg: Any, student: nn.Module, teachers: Sequence[Teacher], num_classes: int, seed: int = 0
+    ) -> None:
         super().__init__(cfg, student, teachers, num_classes, seed)
         self.check_config(cfg)
         if not teachers:
@@ -154,8 +155,9 @@ class MealV2(Method):
             targets = targets.mix(*mix)
         kd = self.distillation_loss(logits, targets.probs)
         d_opt = self._extras[0].optimizer if self._extras else None
-        adv, logs = adversarial_loss(self.cfg.adversarial, self.discriminators, [logits], [targets.logits],
-                                     [float(self.cfg.eta)], d_opt)
+        adv, logs = adversarial_loss(
+            self.cfg.adversarial, self.discriminators, [logits], [targets.logits], [float(self.cfg.eta)], d_opt
+        )
         return StepOutput(kd + adv, {"kd_loss": kd.detach(), **logs})
 
     def method_state(self) -> dict[str, Any]:
@@ -169,4 +171,3 @@ class MealV2(Method):
         if rng_state is not None:
             self.rng.bit_generator.state = rng_state
         super().load_method_state(state)
-

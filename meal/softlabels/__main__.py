@@ -42,8 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         cached = [name for name, cls in method_classes().items() if cls.supports_cached_soft_labels]
         if cfg.method.name not in cached:
-            raise ConfigError("method", f"method '{cfg.method.name}' uses no soft labels",
-                              f"choose one of: {', '.join(cached)}")
+            raise ConfigError(
+                "method", f"method '{cfg.method.name}' uses no soft labels", f"choose one of: {', '.join(cached)}"
+            )
         with open_dict(cfg):
             cfg.method.soft_labels = "cached"
         pieces = build_pieces(cfg, student=False)
@@ -52,10 +53,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         source = open_or_build(pieces.teachers, pieces.data, cfg.data, cfg.method, root, pieces.device)
         store = CacheStore(root, source.spec)
         ok = store.is_complete(verify=args.verify)
-        info = {"cache_dir": str(store.dir), "key": store.spec.key, "kind": store.spec.kind,
-                "samples": store.spec.num_samples, "slots": store.spec.slots,
-                "bytes": store.data_path.stat().st_size, "seconds": round(time.monotonic() - started, 3),
-                "complete": ok}
+        info = {
+            "cache_dir": str(store.dir),
+            "key": store.spec.key,
+            "kind": store.spec.kind,
+            "samples": store.spec.num_samples,
+            "slots": store.spec.slots,
+            "bytes": store.data_path.stat().st_size,
+            "seconds": round(time.monotonic() - started, 3),
+            "complete": ok,
+        }
         log.info("soft-label cache %s: %s", "ready" if ok else "FAILED verification", info)
         del source
     if args.json:

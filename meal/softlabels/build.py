@@ -99,8 +99,9 @@ class _CropSet(Dataset):
         return self.dataset.folder.loader(path)
 
 
-def folder_chunks(models: Sequence[nn.Module], loader: FolderLoader, spec: CacheSpec, batch_size: int,
-                  workers: int) -> ChunkFn:
+def folder_chunks(
+    models: Sequence[nn.Module], loader: FolderLoader, spec: CacheSpec, batch_size: int, workers: int
+) -> ChunkFn:
     """Chunk function of the crops/fixed layouts: rows [start, end) of the training subset."""
     device = _device_of(models)
     fixed = spec.kind == "fixed"

@@ -37,16 +37,24 @@ MODES = ("online", "cached")
 class CachedSoftLabels:
     """Cached targets of one training loader, gathered by (dataset index, augmentation slot)."""
 
-    def __init__(self, spec: CacheSpec, tensors: dict[str, Tensor], device: torch.device,
-                 loader: TensorLoader | FolderLoader, path: Path | None = None,
-                 store_device: torch.device | None = None) -> None:
+    def __init__(
+        self,
+        spec: CacheSpec,
+        tensors: dict[str, Tensor],
+        device: torch.device,
+        loader: TensorLoader | FolderLoader,
+        path: Path | None = None,
+        store_device: torch.device | None = None,
+    ) -> None:
         self.spec = spec
         self.path = path
         self.device = torch.device(device)
         values = tensors["values"]
         if values.shape[0] != spec.num_samples or values.shape[1] != spec.slots:
-            raise MealError(f"soft-label cache {path}: holds {tuple(values.shape[:2])} entries, "
-                            f"expected ({spec.num_samples}, {spec.slots}); delete it to rebuild")
+            raise MealError(
+                f"soft-label cache {path}: holds {tuple(values.shape[:2])} entries, "
+                f"expected ({spec.num_samples}, {spec.slots}); delete it to rebuild"
+            )
         # (rows * slots, ...) so one index_select gathers a batch
         store = self.device if store_device is None else torch.device(store_device)
         self.values = values.reshape(spec.num_samples * spec.slots, *values.shape[2:]).to(store)
@@ -68,8 +76,10 @@ class CachedSoftLabels:
             slot = self.spec.slot_of(aug.cpu()) if self.spec.slots > 1 else None
         elif self.spec.kind == "crops":
             if aug is None or aug.shape[1] < 6:
-                raise MealError("cached soft labels: the batch carries no replayed crop slot "
-                                "(the training dataset must replay the cache's crop boxes)")
+                raise MealError(
+                    "cached soft labels: the batch carries no replayed crop slot "
+                    "(the training dataset must replay the cache's crop boxes)"
+                )
             slot = aug[:, 5].cpu().long()
         else:
             slot = None
@@ -87,9 +97,16 @@ class CachedSoftLabels:
         return self.lookup(self.flat_index(batch.index, batch.aug))
 
 
-def open_or_build(teachers: Sequence[Teacher], data: Any, data_cfg: Any, method_cfg: Any, cache_root: Path,
-                  device: torch.device | None = None, chunk_samples: int | None = None,
-                  build_batch: int | None = None) -> CachedSoftLabels:
+def open_or_build(
+    teachers: Sequence[Teacher],
+    data: Any,
+    data_cfg: Any,
+    method_cfg: Any,
+    cache_root: Path,
+    device: torch.device | None = None,
+    chunk_samples: int | None = None,
+    build_batch: int | None = None,
+) -> CachedSoftLabels:
     """Open the cache for this run, building (or finishing) it first when needed.
 
     Args:
@@ -119,15 +136,27 @@ def open_or_build(teachers: Sequence[Teacher], data: Any, data_cfg: Any, method_
                     compute = finite_chunks(models, loader, spec, batch)
                 else:
                     compute = folder_chunks(models, loader, spec, batch, int(data_cfg.workers))
-                log.info("building soft-label cache %s: %d samples x %d slots, %d teachers", store.dir,
-                         spec.num_samples, spec.slots, len(models))
+                log.info(
+                    "building soft-label cache %s: %d samples x %d slots, %d teachers",
+                    store.dir,
+                    spec.num_samples,
+                    spec.slots,
+                    len(models),
+                )
                 counts = store.build(compute, chunk_samples)
-                log.info("soft-label cache %s built in %.1fs (%d chunks computed, %d reused)", store.dir,
-                         time.monotonic() - started, counts["computed"], counts["reused"])
+                log.info(
+                    "soft-label cache %s built in %.1fs (%d chunks computed, %d reused)",
+                    store.dir,
+                    time.monotonic() - started,
+                    counts["computed"],
+                    counts["reused"],
+                )
                 tensors = store.open(mmap, report=False)
     if tensors is None:
-        raise MealError(f"soft-label cache {store.dir}: {store.problem()} right after it was built (check the "
-                        f"disk it is on, then delete {store.dir} to build it again)")
+        raise MealError(
+            f"soft-label cache {store.dir}: {store.problem()} right after it was built (check the "
+            f"disk it is on, then delete {store.dir} to build it again)"
+        )
     if device is None:
         device = next((p.device for m in models for p in m.parameters()), torch.device("cpu"))
     store_device = None if isinstance(loader, TensorLoader) else torch.device("cpu")
@@ -147,9 +176,11 @@ def refuse_single_cache(root: Path, key: str) -> None:
     except (OSError, ValueError, AttributeError):
         teachers = []
     built_for = f" (built for teachers: {', '.join(map(str, teachers))})" if teachers else ""
-    raise ConfigError(key, f"{root} is one soft-label cache{built_for}, not a folder of caches",
-                      f"set {key} to the folder that holds it, {root.parent}: it keeps one cache per teacher set "
-                      "and data")
+    raise ConfigError(
+        key,
+        f"{root} is one soft-label cache{built_for}, not a folder of caches",
+        f"set {key} to the folder that holds it, {root.parent}: it keeps one cache per teacher set and data",
+    )
 
 
 class SoftLabels:
@@ -182,6 +213,7 @@ class SoftLabels:
         if self.mode == "online":
             return self.online.targets(x)
         if self.cached is None:
-            raise MealError("method.soft_labels=cached: the cache was not opened (call method.prepare(data, cfg) "
-                            "before training)")
+            raise MealError(
+                "method.soft_labels=cached: the cache was not opened (call method.prepare(data, cfg) before training)"
+            )
         return self.cached.targets(batch)

@@ -136,7 +136,7 @@ def folder_fingerprint(loader: FolderLoader) -> str:
     h = hashlib.sha256()
     for index in loader.subset.tolist():
         path, label = folder.samples[index]
-        rel = path[len(root):].lstrip("/") if path.startswith(root) else path
+        rel = path[len(root) :].lstrip("/") if path.startswith(root) else path
         try:
             size = os.path.getsize(path)
         except OSError:
@@ -148,25 +148,36 @@ def folder_fingerprint(loader: FolderLoader) -> str:
 def _target_inputs(method_cfg: Any) -> tuple[float, str, int | None]:
     dtype = str(method_cfg.cache_dtype)
     if dtype not in DTYPES:
-        raise ConfigError("method.cache_dtype", f"'{dtype}' is not a storage dtype",
-                          f"choose one of: {', '.join(DTYPES)}")
+        raise ConfigError(
+            "method.cache_dtype", f"'{dtype}' is not a storage dtype", f"choose one of: {', '.join(DTYPES)}"
+        )
     topk = method_cfg.cache_topk
     if topk is not None and int(topk) <= 0:
         raise ConfigError("method.cache_topk", f"must be positive or null, got {topk}")
     return float(method_cfg.temperature), dtype, None if topk is None else int(topk)
 
 
-def cache_spec(teachers: list[Teacher], loader: TensorLoader | FolderLoader, data_cfg: Any, method_cfg: Any,
-               num_classes: int) -> CacheSpec:
+def cache_spec(
+    teachers: list[Teacher], loader: TensorLoader | FolderLoader, data_cfg: Any, method_cfg: Any, num_classes: int
+) -> CacheSpec:
     """The cache a method with `method_cfg` needs for training loader `loader` and these teachers."""
     if not teachers:
         raise ConfigError("teachers", "cached soft labels need at least one teacher")
     temperature, dtype, topk = _target_inputs(method_cfg)
-    target = {"temperature": temperature, "dtype": dtype, "topk": topk,
-              "stored": "mean_softmax+mean_logits" if topk is None or topk >= num_classes else "topk_mean_softmax"}
+    target = {
+        "temperature": temperature,
+        "dtype": dtype,
+        "topk": topk,
+        "stored": "mean_softmax+mean_logits" if topk is None or topk >= num_classes else "topk_mean_softmax",
+    }
     common = {"format": FORMAT, "teachers": [teacher_fingerprint(t) for t in teachers], "target": target}
-    info = {"dataset": data_cfg.name, "train_subset": data_cfg.train_subset, "val_split": data_cfg.val_split,
-            "teachers": [t.name for t in teachers], "checkpoints": [t.checkpoint for t in teachers]}
+    info = {
+        "dataset": data_cfg.name,
+        "train_subset": data_cfg.train_subset,
+        "val_split": data_cfg.val_split,
+        "teachers": [t.name for t in teachers],
+        "checkpoints": [t.checkpoint for t in teachers],
+    }
     if isinstance(loader, TensorLoader):
         augment = loader.augment
         pad = loader.pad if augment in CROP_AUGMENTS else 0
@@ -175,30 +186,62 @@ def cache_spec(teachers: list[Teacher], loader: TensorLoader | FolderLoader, dat
         _, c, h, w = loader.images.shape
         inputs = common | {
             "kind": "finite",
-            "data": {"name": data_cfg.name, "fingerprint": tensor_fingerprint(loader.images),
-                     "num_samples": loader.num_samples, "shape": [c, h, w], "num_classes": num_classes},
-            "transform": {"augment": augment, "pad": pad, "normalize": bool(loader.normalize_inputs),
-                          "mean": [round(float(v), 8) for v in loader.mean.tolist()],
-                          "std": [round(float(v), 8) for v in loader.std.tolist()]},
+            "data": {
+                "name": data_cfg.name,
+                "fingerprint": tensor_fingerprint(loader.images),
+                "num_samples": loader.num_samples,
+                "shape": [c, h, w],
+                "num_classes": num_classes,
+            },
+            "transform": {
+                "augment": augment,
+                "pad": pad,
+                "normalize": bool(loader.normalize_inputs),
+                "mean": [round(float(v), 8) for v in loader.mean.tolist()],
+                "std": [round(float(v), 8) for v in loader.std.tolist()],
+            },
         }
-        return CacheSpec("finite", loader.num_samples, n_pos * n_pos * n_flip, num_classes, temperature, dtype, topk,
-                         inputs, info, n_pos=n_pos, n_flip=n_flip)
+        return CacheSpec(
+            "finite",
+            loader.num_samples,
+            n_pos * n_pos * n_flip,
+            num_classes,
+            temperature,
+            dtype,
+            topk,
+            inputs,
+            info,
+            n_pos=n_pos,
+            n_flip=n_flip,
+        )
     dataset = loader.dataset
     kind = "crops" if dataset.train else "fixed"
     crops = int(method_cfg.cache_crops) if kind == "crops" else 1
     if crops <= 0:
         raise ConfigError("method.cache_crops", f"must be positive, got {crops}")
-    transform: dict[str, Any] = {"image_size": dataset.image_size, "mean": [float(v) for v in data_cfg.mean],
-                                 "std": [float(v) for v in data_cfg.std]}
+    transform: dict[str, Any] = {
+        "image_size": dataset.image_size,
+        "mean": [float(v) for v in data_cfg.mean],
+        "std": [float(v) for v in data_cfg.std],
+    }
     if kind == "crops":
-        transform |= {"crops": crops, "seed": CROP_SEED, "scale": list(SCALE), "ratio": list(RATIO),
-                      "sampler": "random_resized_crop_flip/1"}
+        transform |= {
+            "crops": crops,
+            "seed": CROP_SEED,
+            "scale": list(SCALE),
+            "ratio": list(RATIO),
+            "sampler": "random_resized_crop_flip/1",
+        }
     else:
         transform |= {"resize": int(data_cfg.resize), "center_crop": True}
     inputs = common | {
         "kind": kind,
-        "data": {"name": data_cfg.name, "fingerprint": folder_fingerprint(loader), "num_samples": loader.num_samples,
-                 "num_classes": num_classes},
+        "data": {
+            "name": data_cfg.name,
+            "fingerprint": folder_fingerprint(loader),
+            "num_samples": loader.num_samples,
+            "num_classes": num_classes,
+        },
         "transform": transform,
     }
     return CacheSpec(kind, loader.num_samples, crops, num_classes, temperature, dtype, topk, inputs, info)

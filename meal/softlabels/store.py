@@ -112,7 +112,8 @@ class CacheStore:
             if damage is not None:
                 return f"{self.DATA} is damaged: {damage}"
         if (sha256 or (checksums and not isinstance(blocks, dict))) and sha256_of(self.data_path) != marker.get(
-                "sha256"):
+            "sha256"
+        ):
             return f"{self.DATA} does not match the SHA-256 its marker records"
         return None
 
@@ -155,11 +156,21 @@ class CacheStore:
     # ------------------------------------------------------------------ build
     def _manifest(self, chunk_samples: int) -> dict[str, Any]:
         spec = self.spec
-        return {"format": spec.inputs["format"], "key": spec.key, "kind": spec.kind,
-                "num_samples": spec.num_samples, "slots": spec.slots, "num_classes": spec.num_classes,
-                "temperature": spec.temperature, "dtype": spec.dtype, "topk": spec.topk,
-                "chunk_samples": chunk_samples, "inputs": spec.inputs, "info": spec.info,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        return {
+            "format": spec.inputs["format"],
+            "key": spec.key,
+            "kind": spec.kind,
+            "num_samples": spec.num_samples,
+            "slots": spec.slots,
+            "num_classes": spec.num_classes,
+            "temperature": spec.temperature,
+            "dtype": spec.dtype,
+            "topk": spec.topk,
+            "chunk_samples": chunk_samples,
+            "inputs": spec.inputs,
+            "info": spec.info,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
 
     def _start(self, chunk_samples: int) -> list[tuple[int, int]]:
         """Read (or write) the manifest and return the chunk plan it fixes."""
@@ -194,8 +205,12 @@ class CacheStore:
         done = set(self.done_chunks())
         computed, reused = 0, len(done & set(range(len(plan))))
         if reused:
-            log.info("soft-label cache %s: resuming an interrupted build (%d of %d chunks on disk)",
-                     self.dir, reused, len(plan))
+            log.info(
+                "soft-label cache %s: resuming an interrupted build (%d of %d chunks on disk)",
+                self.dir,
+                reused,
+                len(plan),
+            )
         started = time.monotonic()
         for i, (start, end) in enumerate(plan):
             if i in done:
@@ -221,10 +236,16 @@ class CacheStore:
         tensors = {name: torch.cat([p[name] for p in parts], dim=0) for name in parts[0]}
         atomic_torch_save(self.data_path, tensors)
         digests = file_digests(self.data_path)
-        atomic_write_json(self.marker_path, {
-            "key": self.spec.key, "size": self.data_path.stat().st_size, "sha256": digests.sha256,
-            "checksums": digests.to_json(), "shapes": {k: list(v.shape) for k, v in tensors.items()},
-        })
+        atomic_write_json(
+            self.marker_path,
+            {
+                "key": self.spec.key,
+                "size": self.data_path.stat().st_size,
+                "sha256": digests.sha256,
+                "checksums": digests.to_json(),
+                "shapes": {k: list(v.shape) for k, v in tensors.items()},
+            },
+        )
         shutil.rmtree(self.chunks_dir, ignore_errors=True)
         return redone
 
@@ -245,6 +266,10 @@ class CacheStore:
             return None
         checked = time.monotonic() - started
         tensors = self.load(mmap)
-        log.info("soft-label cache %s: checksums verified in %.2fs, opened in %.2fs", self.dir, checked,
-                 time.monotonic() - started)
+        log.info(
+            "soft-label cache %s: checksums verified in %.2fs, opened in %.2fs",
+            self.dir,
+            checked,
+            time.monotonic() - started,
+        )
         return tensors

@@ -35,8 +35,9 @@ class SoftTargets(NamedTuple):
     def mix(self, perm: Tensor, lam: float) -> SoftTargets:
         """``lam * self + (1 - lam) * self[perm]`` (the targets of a CutMix batch built from cached ones)."""
         perm = to_device(perm, self.probs.device)
-        return SoftTargets(lam * self.probs + (1.0 - lam) * self.probs[perm],
-                           lam * self.logits + (1.0 - lam) * self.logits[perm])
+        return SoftTargets(
+            lam * self.probs + (1.0 - lam) * self.probs[perm], lam * self.logits + (1.0 - lam) * self.logits[perm]
+        )
 
 
 def ensemble_targets(models: Sequence[nn.Module], x: Tensor, temperature: float) -> SoftTargets:

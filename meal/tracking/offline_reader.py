@@ -162,9 +162,7 @@ def read_wandb_run(run_dir: Path, run_id: str | None = None) -> dict[str, Any]:
         "run_id": run_id,
         **metadata,
         "exit_code": segments[-1].exit_code,
-        "segments": [
-            {"path": str(s.path), "exit_code": s.exit_code, "preempting": s.preempting} for s in segments
-        ],
+        "segments": [{"path": str(s.path), "exit_code": s.exit_code, "preempting": s.preempting} for s in segments],
     }
 
 

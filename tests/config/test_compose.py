@@ -67,8 +67,11 @@ def _holds(actual: object, written: object) -> bool:
     if isinstance(written, dict):
         return isinstance(actual, dict) and all(k in actual and _holds(actual[k], v) for k, v in written.items())
     if isinstance(written, list):
-        return (isinstance(actual, list) and len(actual) == len(written)
-                and all(_holds(a, w) for a, w in zip(actual, written, strict=True)))
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(written)
+            and all(_holds(a, w) for a, w in zip(actual, written, strict=True))
+        )
     return actual == written
 
 
@@ -83,10 +86,22 @@ def _error_text(exc: BaseException) -> str:
 
 def test_the_conf_tree_has_the_designed_groups() -> None:
     groups = {group for group, _ in _group_options()}
-    assert {"data", "student", "teachers", "method", "optim", "schedule", "trainer", "logger", "paths",
-            "cluster", "resources"} <= groups
+    assert {
+        "data",
+        "student",
+        "teachers",
+        "method",
+        "optim",
+        "schedule",
+        "trainer",
+        "logger",
+        "paths",
+        "cluster",
+        "resources",
+    } <= groups
     assert {"fashion_mnist", "cifar10", "cifar100", "svhn", "imagenet", "imagefolder", "synthetic"} <= set(
-        _options(CONF / "data"))
+        _options(CONF / "data")
+    )
     assert set(method_names()) <= set(_options(CONF / "method")), "every registered method has its yaml"
     assert {"local", "slurm"} <= set(_options(CONF / "hydra" / "launcher"))
 
@@ -162,8 +177,7 @@ def test_slurm_launcher_takes_cluster_and_resources(hydra_compose) -> None:
     assert slurm["array_parallelism"] == 4
     assert slurm["max_num_timeout"] == 3
 
-    cpu = OmegaConf.to_container(hydra_compose(["hydra/launcher=slurm", "resources=cpu"]).hydra.launcher,
-                                 resolve=True)
+    cpu = OmegaConf.to_container(hydra_compose(["hydra/launcher=slurm", "resources=cpu"]).hydra.launcher, resolve=True)
     assert cpu["gpus_per_node"] is None  # no --gpus-per-node=0 line for CPU jobs
     assert cpu["partition"] == "debug"
     assert cpu["account"] is None
@@ -199,8 +213,9 @@ def test_method_option_selects_its_schema(compose_cfg) -> None:
 
 def _launch(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MEAL_ROOT": str(REPO), "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([sys.executable, "launch.py", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "launch.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_launch_prints_the_job_config() -> None:
@@ -223,8 +238,14 @@ def test_launch_prints_the_job_config() -> None:
 def test_launch_prints_the_defaults_tree() -> None:
     result = _launch("--info", "defaults-tree")
     assert result.returncode == 0, result.stderr
-    for line in ("data: fashion_mnist", "method: meal_v1", "schema/method/meal_v1", "student: fmnist_tiny",
-                 "teachers: fmnist_trio", "hydra/launcher: basic"):
+    for line in (
+        "data: fashion_mnist",
+        "method: meal_v1",
+        "schema/method/meal_v1",
+        "student: fmnist_tiny",
+        "teachers: fmnist_trio",
+        "hydra/launcher: basic",
+    ):
         assert line in result.stdout
 
 

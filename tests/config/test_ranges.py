@@ -92,10 +92,7 @@ def configs() -> dict[str, DictConfig]:
     register()
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        composed = {
-            m: compose("config", overrides=[f"method={m}", "teachers=fmnist_pair"])
-            for m in method_classes()
-        }
+        composed = {m: compose("config", overrides=[f"method={m}", "teachers=fmnist_pair"]) for m in method_classes()}
     GlobalHydra.instance().clear()
     return composed
 

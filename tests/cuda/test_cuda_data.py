@@ -12,8 +12,7 @@ from meal.data.batch import to_device
 from meal.data.tensor_loader import TensorLoader
 from tests.conftest import compose_config
 
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 CUDA = torch.device("cuda")
 MEAN = [0.5, 0.4, 0.3]
@@ -24,8 +23,21 @@ def _loader(store: str, world_size: int = 1, rank: int = 0) -> TensorLoader:
     generator = torch.Generator().manual_seed(7)
     images = torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, 10, (50,), generator=generator)
-    loader = TensorLoader(images, labels, batch_size=7, mean=MEAN, std=STD, augment="pad_crop_flip", pad=2,
-                          shuffle=True, seed=3, device=CUDA, store=store, rank=rank, world_size=world_size)
+    loader = TensorLoader(
+        images,
+        labels,
+        batch_size=7,
+        mean=MEAN,
+        std=STD,
+        augment="pad_crop_flip",
+        pad=2,
+        shuffle=True,
+        seed=3,
+        device=CUDA,
+        store=store,
+        rank=rank,
+        world_size=world_size,
+    )
     loader.set_epoch(2)
     return loader
 
@@ -48,8 +60,15 @@ def test_a_cpu_store_delivers_the_gpu_stores_batches_on_the_gpu(world_size: int,
 
 
 def test_build_data_with_on_device_false_delivers_on_the_gpu(tmp_path: Path) -> None:
-    overrides = ["data=synthetic", "data.train_size=200", "data.test_size=60", "data.batch_size=16",
-                 "data.image_size=8", "data.on_device=false", "data.val_split=0.25"]
+    overrides = [
+        "data=synthetic",
+        "data.train_size=200",
+        "data.test_size=60",
+        "data.batch_size=16",
+        "data.image_size=8",
+        "data.on_device=false",
+        "data.val_split=0.25",
+    ]
     cfg = compose_config(overrides, tmp_path)
     bundle = build_data(cfg.data, tmp_path, seed=0, device=CUDA)
     for loader in (bundle.train, bundle.val, bundle.test):

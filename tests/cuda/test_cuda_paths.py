@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from meal.methods.components.frozen import weight_dtype
 from omegaconf import OmegaConf
 
 from meal.app import train
@@ -19,17 +20,26 @@ from meal.data.augment import apply_params, reference_transform, sample_params
 from meal.data.batch import Batch
 from meal.engine.acceleration import accelerate
 from meal.methods import Teacher, build_method
-from meal.methods.components.frozen import weight_dtype
 from meal.models import build_model
 from meal.teachers import freeze
 from tests.conftest import compose_config
 
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-SYNTHETIC = ["data=synthetic", "data.in_channels=1", "data.image_size=28", "data.mean=[0.5]", "data.std=[0.25]",
-             "data.train_size=2048", "data.test_size=512", "data.batch_size=128", "logger=none",
-             "trainer.progress=off", "trainer.device=cuda", "trainer.precision=bf16"]
+SYNTHETIC = [
+    "data=synthetic",
+    "data.in_channels=1",
+    "data.image_size=28",
+    "data.mean=[0.5]",
+    "data.std=[0.25]",
+    "data.train_size=2048",
+    "data.test_size=512",
+    "data.batch_size=128",
+    "logger=none",
+    "trainer.progress=off",
+    "trainer.device=cuda",
+    "trainer.precision=bf16",
+]
 
 
 def _losses(run: Path) -> tuple[float, float]:
@@ -47,9 +57,22 @@ def test_bf16_training_makes_progress(tmp_path: Path) -> None:
 
 def test_compiled_channels_last_training_makes_progress(tmp_path: Path) -> None:
     run = tmp_path / "compiled"
-    cfg = compose_config([*SYNTHETIC, "method=ce", "teachers=none", "trainer.epochs=4", "student.arch=resnet18",
-                          "data.in_channels=3", "data.image_size=32", "data.mean=[0.5,0.5,0.5]",
-                          "data.std=[0.25,0.25,0.25]", "trainer.compile=true", "trainer.channels_last=true"], run)
+    cfg = compose_config(
+        [
+            *SYNTHETIC,
+            "method=ce",
+            "teachers=none",
+            "trainer.epochs=4",
+            "student.arch=resnet18",
+            "data.in_channels=3",
+            "data.image_size=32",
+            "data.mean=[0.5,0.5,0.5]",
+            "data.std=[0.25,0.25,0.25]",
+            "trainer.compile=true",
+            "trainer.channels_last=true",
+        ],
+        run,
+    )
     result = train(cfg, run)
     first, last = _losses(run)
     assert last < 0.8 * first and result["top1"] > 50.0
@@ -62,8 +85,9 @@ def test_teachers_are_halved_frozen_and_in_eval_mode_while_the_student_trains() 
     torch.cuda.synchronize()
     before_bytes = torch.cuda.memory_allocated(device)
     student = build_model("fmnist_tiny", 10, 1, 28).to(device)
-    accelerate(OmegaConf.structured(TrainerConfig(precision="bf16")), student, [(t.name, t.model) for t in teachers],
-               device)
+    accelerate(
+        OmegaConf.structured(TrainerConfig(precision="bf16")), student, [(t.name, t.model) for t in teachers], device
+    )
     teacher_bytes = sum(p.numel() * 4 for t in teachers for p in t.model.parameters())
     assert torch.cuda.memory_allocated(device) < before_bytes - 0.4 * teacher_bytes, "teacher weights halved"
     before = [{k: v.clone() for k, v in t.model.state_dict().items()} for t in teachers]
@@ -86,8 +110,15 @@ def test_teachers_are_halved_frozen_and_in_eval_mode_while_the_student_trains() 
 
 def test_meal_v2_run_with_bf16_teachers_learns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     run = tmp_path / "v2"
-    overrides = [*SYNTHETIC, "method=meal_v2", "student=fmnist_tiny", "teachers=fmnist_pair",
-                 "teachers.training.epochs=3", "trainer.epochs=3", f"paths.zoo={tmp_path / 'zoo'}"]
+    overrides = [
+        *SYNTHETIC,
+        "method=meal_v2",
+        "student=fmnist_tiny",
+        "teachers=fmnist_pair",
+        "teachers.training.epochs=3",
+        "trainer.epochs=3",
+        f"paths.zoo={tmp_path / 'zoo'}",
+    ]
     with caplog.at_level(logging.INFO, logger="meal"):
         result = train(compose_config(overrides, run), run)
     assert "teachers stored and run in bfloat16 under inference mode" in caplog.text

@@ -33,11 +33,29 @@ def _data(n: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
-def _loader(batch_size: int = 8, seed: int = 0, augment: str = "pad_crop_flip", shuffle: bool = True,
-            rank: int = 0, world_size: int = 1, n: int = 50) -> TensorLoader:
+def _loader(
+    batch_size: int = 8,
+    seed: int = 0,
+    augment: str = "pad_crop_flip",
+    shuffle: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
+    n: int = 50,
+) -> TensorLoader:
     images, labels = _data(n)
-    return TensorLoader(images, labels, batch_size=batch_size, mean=MEAN, std=STD, augment=augment, pad=2,
-                        shuffle=shuffle, seed=seed, rank=rank, world_size=world_size)
+    return TensorLoader(
+        images,
+        labels,
+        batch_size=batch_size,
+        mean=MEAN,
+        std=STD,
+        augment=augment,
+        pad=2,
+        shuffle=shuffle,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+    )
 
 
 def _assert_same_batches(a: list, b: list) -> None:
@@ -81,13 +99,24 @@ def test_iterate_from_a_step_yields_the_tail_of_the_epoch(start: int) -> None:
     _assert_same_batches(list(resumed.iterate(start_step=start)), full[start:])
 
 
-SHARDINGS = [(50, 7, 2), (50, 8, 2), (50, 50, 2), (49, 8, 2), (50, 8, 3), (50, 8, 4), (50, 12, 4), (9, 4, 2),
-             (3, 8, 2), (1, 8, 2)]
+SHARDINGS = [
+    (50, 7, 2),
+    (50, 8, 2),
+    (50, 50, 2),
+    (49, 8, 2),
+    (50, 8, 3),
+    (50, 8, 4),
+    (50, 12, 4),
+    (9, 4, 2),
+    (3, 8, 2),
+    (1, 8, 2),
+]
 
 
 @pytest.mark.parametrize(("n", "batch_size", "world_size"), SHARDINGS)
-def test_ranks_split_the_global_batch_and_drop_a_tail_too_small_to_share(n: int, batch_size: int,
-                                                                         world_size: int) -> None:
+def test_ranks_split_the_global_batch_and_drop_a_tail_too_small_to_share(
+    n: int, batch_size: int, world_size: int
+) -> None:
     single = _loader(batch_size=batch_size, n=n)
     ranks = [_loader(batch_size=batch_size, rank=r, world_size=world_size, n=n) for r in range(world_size)]
     for loader in (single, *ranks):
@@ -99,8 +128,11 @@ def test_ranks_split_the_global_batch_and_drop_a_tail_too_small_to_share(n: int,
     steps = len(batches) - int(dropped)
     assert len(single) == len(batches) == math.ceil(n / batch_size)  # one process keeps its short tail
     assert [len(loader) for loader in ranks] == [len(parts) for parts in per_rank] == [steps] * world_size
-    assert all(b.index.numel() >= 1 and b.x.shape[0] == b.y.shape[0] == b.aug.shape[0] == b.index.numel()
-               for parts in per_rank for b in parts), "no rank yields an empty batch"
+    assert all(
+        b.index.numel() >= 1 and b.x.shape[0] == b.y.shape[0] == b.aug.shape[0] == b.index.numel()
+        for parts in per_rank
+        for b in parts
+    ), "no rank yields an empty batch"
     for step in range(steps):
         parts = [shard[step] for shard in per_rank]
         sizes = [p.index.numel() for p in parts]
@@ -113,8 +145,8 @@ def test_ranks_split_the_global_batch_and_drop_a_tail_too_small_to_share(n: int,
     kept = n - tail if dropped else n
     assert sorted(union.tolist()) == sorted(order[:kept].tolist())  # each kept index once, on one rank
     if dropped:
-        assert torch.equal(batches[-1].index, order[n - tail:])  # the dropped batch is the order's last n % bs
-        assert not set(order[n - tail:].tolist()) & set(union.tolist())
+        assert torch.equal(batches[-1].index, order[n - tail :])  # the dropped batch is the order's last n % bs
+        assert not set(order[n - tail :].tolist()) & set(union.tolist())
 
 
 @pytest.mark.parametrize(("n", "batch_size", "world_size"), [(50, 7, 2), (50, 8, 3), (9, 4, 2)])
@@ -129,9 +161,21 @@ def test_each_rank_resumes_at_any_step(n: int, batch_size: int, world_size: int)
             _assert_same_batches(list(resumed.iterate(start_step=start)), full[start:])
 
 
-@pytest.mark.parametrize(("n", "batch_size", "world_size", "steps"),
-                         [(50, 8, 1, 7), (49, 8, 1, 7), (1, 8, 1, 1), (48, 8, 2, 6), (49, 8, 2, 6), (50, 8, 2, 7),
-                          (50, 8, 3, 6), (51, 8, 3, 7), (2, 8, 3, 0), (5, 5, 5, 1)])
+@pytest.mark.parametrize(
+    ("n", "batch_size", "world_size", "steps"),
+    [
+        (50, 8, 1, 7),
+        (49, 8, 1, 7),
+        (1, 8, 1, 1),
+        (48, 8, 2, 6),
+        (49, 8, 2, 6),
+        (50, 8, 2, 7),
+        (50, 8, 3, 6),
+        (51, 8, 3, 7),
+        (2, 8, 3, 0),
+        (5, 5, 5, 1),
+    ],
+)
 def test_steps_per_epoch(n: int, batch_size: int, world_size: int, steps: int) -> None:
     assert steps_per_epoch(n, batch_size, world_size) == steps
 
@@ -188,8 +232,17 @@ def test_normalize_off_scales_to_unit_range() -> None:
 @pytest.mark.parametrize("world_size", [1, 2])
 def test_a_cpu_store_on_a_cpu_device_yields_the_same_batches_bitwise(world_size: int) -> None:
     images, labels = _data()
-    kwargs = {"batch_size": 7, "mean": MEAN, "std": STD, "augment": "pad_crop_flip", "pad": 2, "shuffle": True,
-              "seed": 4, "world_size": world_size, "rank": world_size - 1}
+    kwargs = {
+        "batch_size": 7,
+        "mean": MEAN,
+        "std": STD,
+        "augment": "pad_crop_flip",
+        "pad": 2,
+        "shuffle": True,
+        "seed": 4,
+        "world_size": world_size,
+        "rank": world_size - 1,
+    }
     plain = TensorLoader(images, labels, device="cpu", **kwargs)
     stored = TensorLoader(images, labels, device="cpu", store="cpu", **kwargs)
     assert plain.store == plain.device == stored.store == stored.device == CPU
@@ -204,6 +257,7 @@ def test_a_cpu_store_on_a_cpu_device_yields_the_same_batches_bitwise(world_size:
 
 
 # --- build_data: splits and config checks -------------------------------------------------------------
+
 
 @functools.cache
 def _composed(option: str) -> DictConfig:

@@ -58,9 +58,19 @@ def test_a_registered_dataset_trains_through_the_ordinary_loaders(monkeypatch: p
     monkeypatch.setattr(registry_module, "_DATASETS", dict(registry_module._DATASETS))
     register_dataset(DatasetSpec("stripes", "tensor", load, ("none", "flip"), "a test set"))
     assert "stripes" in dataset_names()
-    cfg = compose_config(["data=synthetic", "data.name=stripes", "data.num_classes=3", "data.in_channels=1",
-                          "data.image_size=8", "data.mean=[0.5]", "data.std=[0.25]", "data.batch_size=10",
-                          "data.val_split=0.2"]).data
+    cfg = compose_config(
+        [
+            "data=synthetic",
+            "data.name=stripes",
+            "data.num_classes=3",
+            "data.in_channels=1",
+            "data.image_size=8",
+            "data.mean=[0.5]",
+            "data.std=[0.25]",
+            "data.batch_size=10",
+            "data.val_split=0.2",
+        ]
+    ).data
     bundle = build_data(cfg, Path("/nonexistent/data"), seed=0, device=torch.device("cpu"))
     assert seen == [Path("/nonexistent/data/stripes")]
     assert (bundle.train.num_samples, bundle.val.num_samples, bundle.test.num_samples) == (24, 6, 10)

@@ -88,11 +88,13 @@ def test_read_idx_uint8_raw_and_gz(tmp_path: Path, name: str) -> None:
 
 @pytest.mark.parametrize(
     ("dtype", "values", "torch_dtype"),
-    [(">i2", [-300, 0, 7, 32000], torch.int16), (">i4", [-70000, 1, 2, 2**30], torch.int32),
-     (">f4", [0.5, -1.25, 3.0, 1e6], torch.float32)],
+    [
+        (">i2", [-300, 0, 7, 32000], torch.int16),
+        (">i4", [-70000, 1, 2, 2**30], torch.int32),
+        (">f4", [0.5, -1.25, 3.0, 1e6], torch.float32),
+    ],
 )
-def test_read_idx_big_endian_types(tmp_path: Path, dtype: str, values: list,
-                                   torch_dtype: torch.dtype) -> None:
+def test_read_idx_big_endian_types(tmp_path: Path, dtype: str, values: list, torch_dtype: torch.dtype) -> None:
     array = np.array(values, dtype=dtype).reshape(2, 2)
     out = read_idx(write_idx(tmp_path / "values-idx2.gz", array))
     assert out.dtype == torch_dtype
@@ -138,8 +140,9 @@ def test_bad_magic_and_missing_idx_files(tmp_path: Path) -> None:
 # --- Fashion-MNIST -----------------------------------------------------------------------------------
 
 
-def write_fake_fashion(directory: Path, n_train: int = 12, n_test: int = 5, gz: bool = True,
-                       seed: int = 0) -> dict[str, np.ndarray]:
+def write_fake_fashion(
+    directory: Path, n_train: int = 12, n_test: int = 5, gz: bool = True, seed: int = 0
+) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     arrays = {
         "train_images": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
@@ -185,9 +188,7 @@ def test_build_data_on_fashion_mnist(tmp_path: Path) -> None:
     assert batch.x.dtype == torch.float32
 
 
-def test_fashion_mnist_root_comes_first_and_accepts_torchvision_layout(
-    tmp_path: Path, no_debian_fashion: Path
-) -> None:
+def test_fashion_mnist_root_comes_first_and_accepts_torchvision_layout(tmp_path: Path, no_debian_fashion: Path) -> None:
     arrays = write_fake_fashion(tmp_path / "root" / "FashionMNIST" / "raw", gz=False)
     write_fake_fashion(tmp_path / "default", n_train=3, n_test=2)
     splits = load_fashion_mnist(tmp_path / "root", tmp_path / "default", download=False)
@@ -249,8 +250,7 @@ def test_build_data_without_fashion_mnist_is_a_data_error(tmp_path: Path, no_deb
     assert str(tmp_path / "fashion_mnist") in str(info.value)  # data_dir/fashion_mnist is searched too
 
 
-def test_build_data_reads_generated_fashion_files(tmp_path: Path,
-                                                  no_debian_fashion: Path) -> None:
+def test_build_data_reads_generated_fashion_files(tmp_path: Path, no_debian_fashion: Path) -> None:
     arrays = write_fake_fashion(tmp_path / "fm", n_train=20, n_test=6)
     cfg = data_cfg("fashion_mnist", f"root={tmp_path / 'fm'}", "batch_size=8")
     bundle = build_data(cfg, tmp_path / "data_dir", seed=0, device=CPU)
@@ -269,8 +269,7 @@ def test_build_data_reads_generated_fashion_files(tmp_path: Path,
     ("override", "key"),
     [("image_size=32", "data.in_channels"), ("num_classes=5", "data.num_classes")],
 )
-def test_dataset_shape_must_match_the_config(tmp_path: Path, no_debian_fashion: Path,
-                                             override: str, key: str) -> None:
+def test_dataset_shape_must_match_the_config(tmp_path: Path, no_debian_fashion: Path, override: str, key: str) -> None:
     write_fake_fashion(tmp_path / "fm")
     cfg = data_cfg("fashion_mnist", f"root={tmp_path / 'fm'}", override)
     with pytest.raises(ConfigError) as info:
@@ -299,19 +298,38 @@ def write_cifar10(root: Path, per_batch: int = 3, n_test: int = 5) -> dict[str, 
     for i in range(1, 6):
         images = rng.integers(0, 256, (per_batch, 3, 32, 32), dtype=np.uint8)
         labels = [int(v) for v in rng.integers(0, 10, per_batch)]
-        _pickle(folder / f"data_batch_{i}", {"batch_label": f"training batch {i} of 5",
-                                             "data": images.reshape(per_batch, -1), "labels": labels,
-                                             "filenames": [f"img{i}_{j}.png" for j in range(per_batch)]})
+        _pickle(
+            folder / f"data_batch_{i}",
+            {
+                "batch_label": f"training batch {i} of 5",
+                "data": images.reshape(per_batch, -1),
+                "labels": labels,
+                "filenames": [f"img{i}_{j}.png" for j in range(per_batch)],
+            },
+        )
         train_x.append(images)
         train_y += labels
     test_x = rng.integers(0, 256, (n_test, 3, 32, 32), dtype=np.uint8)
     test_y = [9, 0, 4, 4, 1][:n_test]
-    _pickle(folder / "test_batch", {"batch_label": "testing batch 1 of 1", "data": test_x.reshape(n_test, -1),
-                                    "labels": test_y, "filenames": [f"t{j}.png" for j in range(n_test)]})
-    _pickle(folder / "batches.meta", {"label_names": [f"class{c}" for c in range(10)],
-                                      "num_cases_per_batch": per_batch, "num_vis": 3072})
-    return {"train_x": np.concatenate(train_x), "train_y": np.array(train_y), "test_x": test_x,
-            "test_y": np.array(test_y)}
+    _pickle(
+        folder / "test_batch",
+        {
+            "batch_label": "testing batch 1 of 1",
+            "data": test_x.reshape(n_test, -1),
+            "labels": test_y,
+            "filenames": [f"t{j}.png" for j in range(n_test)],
+        },
+    )
+    _pickle(
+        folder / "batches.meta",
+        {"label_names": [f"class{c}" for c in range(10)], "num_cases_per_batch": per_batch, "num_vis": 3072},
+    )
+    return {
+        "train_x": np.concatenate(train_x),
+        "train_y": np.array(train_y),
+        "test_x": test_x,
+        "test_y": np.array(test_y),
+    }
 
 
 def write_cifar100(root: Path, n_train: int = 8, n_test: int = 4) -> dict[str, np.ndarray]:
@@ -323,12 +341,21 @@ def write_cifar100(root: Path, n_train: int = 8, n_test: int = 4) -> dict[str, n
         images = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
         fine = [int(v) for v in rng.integers(0, 100, n)]
         fine[0] = 99
-        _pickle(folder / split, {"filenames": [f"{split}{j}.png" for j in range(n)], "batch_label": split,
-                                 "fine_labels": fine, "coarse_labels": [f // 5 for f in fine],
-                                 "data": images.reshape(n, -1)})
+        _pickle(
+            folder / split,
+            {
+                "filenames": [f"{split}{j}.png" for j in range(n)],
+                "batch_label": split,
+                "fine_labels": fine,
+                "coarse_labels": [f // 5 for f in fine],
+                "data": images.reshape(n, -1),
+            },
+        )
         arrays[f"{split}_x"], arrays[f"{split}_y"] = images, np.array(fine)
-    _pickle(folder / "meta", {"fine_label_names": [f"fine{c}" for c in range(100)],
-                              "coarse_label_names": [f"coarse{c}" for c in range(20)]})
+    _pickle(
+        folder / "meta",
+        {"fine_label_names": [f"fine{c}" for c in range(100)], "coarse_label_names": [f"coarse{c}" for c in range(20)]},
+    )
     return arrays
 
 
@@ -375,8 +402,7 @@ def test_build_data_reads_cifar10_files(tmp_path: Path, cifar10_root) -> None:
     torch.testing.assert_close(test.x, expected)
 
 
-def test_build_data_reads_cifar100_files(tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_build_data_reads_cifar100_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from torchvision.datasets import CIFAR100
 
     root = tmp_path / "c100"
@@ -430,8 +456,7 @@ def test_an_explicit_torchvision_root_is_the_only_place_looked_at(tmp_path: Path
     assert str(cifar10_root[0]) not in str(info.value).replace(str(empty), "")
 
 
-def test_build_data_reads_svhn_mat_files(tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_build_data_reads_svhn_mat_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import scipy.io as scipy_io  # a dependency of meal: torchvision reads SVHN's .mat files with it
     from torchvision.datasets import SVHN
 
@@ -572,18 +597,23 @@ def test_imagefolder_epoch_replays_and_resumes(image_tree) -> None:
     assert (boxes(full) != boxes(list(other_seed.iterate()))).any(dim=1).sum() >= 10
 
 
-@pytest.mark.parametrize(("subset", "world_size", "sizes"), [
-    (9, 2, [[2, 2], [2, 2]]),  # last global batch (1 image) < 2 ranks: dropped
-    (9, 3, [[2, 1, 1], [2, 1, 1]]),  # likewise for 3 ranks
-    (10, 2, [[2, 2], [2, 2], [1, 1]]),  # last global batch (2 images) shared one each: kept
-])
-def test_imagefolder_ranks_split_the_global_batch(image_tree, subset: int, world_size: int,
-                                                  sizes: list[list[int]]) -> None:
+@pytest.mark.parametrize(
+    ("subset", "world_size", "sizes"),
+    [
+        (9, 2, [[2, 2], [2, 2]]),  # last global batch (1 image) < 2 ranks: dropped
+        (9, 3, [[2, 1, 1], [2, 1, 1]]),  # likewise for 3 ranks
+        (10, 2, [[2, 2], [2, 2], [1, 1]]),  # last global batch (2 images) shared one each: kept
+    ],
+)
+def test_imagefolder_ranks_split_the_global_batch(
+    image_tree, subset: int, world_size: int, sizes: list[list[int]]
+) -> None:
     root, _ = image_tree
     whole = _folder_bundle(root, f"train_subset={subset}").train
     order = torch.cat([b.index for b in whole])  # the single-process epoch, in order
-    shards = [_folder_bundle(root, f"train_subset={subset}", rank=r, world_size=world_size).train
-              for r in range(world_size)]
+    shards = [
+        _folder_bundle(root, f"train_subset={subset}", rank=r, world_size=world_size).train for r in range(world_size)
+    ]
     batches = [list(shard) for shard in shards]
     assert [len(shard) for shard in shards] == [len(b) for b in batches] == [len(sizes)] * world_size
     assert [[p.x.shape[0] for p in parts] for parts in zip(*batches, strict=True)] == sizes  # never empty
@@ -641,8 +671,9 @@ def test_imagefolder_missing_or_empty_folders(tmp_path: Path) -> None:
     assert str(no_images / "train") in str(info.value)
 
 
-@pytest.mark.parametrize(("augment", "workers"), [("random_resized_crop_flip", 0), ("none", 0),
-                                                   ("random_resized_crop_flip", 1)])
+@pytest.mark.parametrize(
+    ("augment", "workers"), [("random_resized_crop_flip", 0), ("none", 0), ("random_resized_crop_flip", 1)]
+)
 def test_unreadable_image_names_the_file(image_tree, augment: str, workers: int) -> None:
     root, _ = image_tree
     bad = root / "train" / "bee" / "broken.png"
@@ -702,7 +733,8 @@ def test_a_validation_folder_lacking_a_class_is_refused(image_tree) -> None:
     assert info.value.key == "data.root"
     assert str(info.value) == (
         f"data.root: {root / 'val'} lacks 1 class folder(s) of {root / 'train'}: bee; its labels would not match "
-        f"the training split's (give {root / 'val'} exactly the class folders of {root / 'train'})")
+        f"the training split's (give {root / 'val'} exactly the class folders of {root / 'train'})"
+    )
 
 
 def test_a_validation_folder_with_an_unknown_class_is_refused(image_tree) -> None:
@@ -711,8 +743,10 @@ def test_a_validation_folder_with_an_unknown_class_is_refused(image_tree) -> Non
     with pytest.raises(ConfigError) as info:
         _folder_bundle(root)
     message = str(info.value)
-    assert message.startswith(f"data.root: {root / 'val'} lacks 1 class folder(s) of {root / 'train'}: cat and "
-                              f"has 1 class folder(s) that {root / 'train'} lacks: cow;")
+    assert message.startswith(
+        f"data.root: {root / 'val'} lacks 1 class folder(s) of {root / 'train'}: cat and "
+        f"has 1 class folder(s) that {root / 'train'} lacks: cow;"
+    )
 
 
 def test_validation_labels_follow_the_training_class_map(image_tree) -> None:
@@ -768,8 +802,10 @@ def test_auto_downloads_fashion_mnist_found_nowhere_into_the_data_dir(
     assert bundle.train.num_samples == 10 and bundle.test.num_samples == 4
     assert next(iter(bundle.test)).y.tolist() == fake_download.arrays["test_labels"].tolist()
     said = [r.getMessage() for r in caplog.records if "downloading it into" in r.getMessage()]
-    assert said == [f"Fashion-MNIST not found in {no_debian_fashion}, {tmp_path / 'data_dir' / 'fashion_mnist'}: "
-                    f"downloading it into {tmp_path / 'data_dir' / 'fashion_mnist'}"]
+    assert said == [
+        f"Fashion-MNIST not found in {no_debian_fashion}, {tmp_path / 'data_dir' / 'fashion_mnist'}: "
+        f"downloading it into {tmp_path / 'data_dir' / 'fashion_mnist'}"
+    ]
     # The next run finds the downloaded files and downloads nothing.
     build_data(data_cfg("fashion_mnist"), tmp_path / "data_dir", seed=0, device=CPU)
     assert len(fake_download.targets) == 1
@@ -842,8 +878,10 @@ def test_auto_downloads_a_missing_torchvision_set_and_reports_a_failed_download(
     online["value"] = False
     with pytest.raises(DataError) as info:
         build_data(data_cfg("cifar10"), tmp_path, seed=0, device=CPU)
-    assert str(info.value).startswith(f"data.root: cifar10 not found in {tmp_path / 'cifar10'} and the download "
-                                      "failed (<urlopen error Network is unreachable>)")
+    assert str(info.value).startswith(
+        f"data.root: cifar10 not found in {tmp_path / 'cifar10'} and the download "
+        "failed (<urlopen error Network is unreachable>)"
+    )
     assert "point data.root at it" in str(info.value)
     calls.clear()
     with pytest.raises(DataError):  # an explicit data.root is never downloaded into with auto

@@ -29,8 +29,9 @@ def test_channels_last_keeps_outputs() -> None:
         before = model(x)
         to_channels_last([model])
         after = model(x.contiguous(memory_format=torch.channels_last))
-    conv = model.net.conv1.weight if hasattr(model.net, "conv1") else next(
-        p for p in model.parameters() if p.dim() == 4)
+    conv = (
+        model.net.conv1.weight if hasattr(model.net, "conv1") else next(p for p in model.parameters() if p.dim() == 4)
+    )
     assert conv.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
 
@@ -42,8 +43,9 @@ class FakeInductorError(RuntimeError):
 FakeInductorError.__module__ = "torch._inductor.exc"
 
 
-def test_compile_failure_on_the_first_call_falls_back_to_eager(monkeypatch: pytest.MonkeyPatch,
-                                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_compile_failure_on_the_first_call_falls_back_to_eager(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     torch.manual_seed(0)
     model = build_model("fmnist_tiny", 10, 1, 28)
     x = torch.randn(2, 1, 28, 28)
@@ -54,6 +56,7 @@ def test_compile_failure_on_the_first_call_falls_back_to_eager(monkeypatch: pyte
         def compiled(*args: object, **kw: object) -> None:
             calls.append(1)
             raise FakeInductorError("no working C++ compiler\nlong details")
+
         return compiled
 
     monkeypatch.setattr(torch, "compile", broken_compile)
@@ -62,8 +65,10 @@ def test_compile_failure_on_the_first_call_falls_back_to_eager(monkeypatch: pyte
         torch.testing.assert_close(model(x), expected)
         torch.testing.assert_close(model(x), expected)
     assert calls == [1], "after the failure the model runs eager"
-    assert "compiling student failed (FakeInductorError: no working C++ compiler); it runs eager from now on" \
+    assert (
+        "compiling student failed (FakeInductorError: no working C++ compiler); it runs eager from now on"
         in caplog.text
+    )
     assert "forward" not in model.__dict__ and list(model.state_dict()) == list(expected_keys(model))
 
 
@@ -96,13 +101,20 @@ def test_compiled_model_matches_eager_outputs_and_taps(caplog: pytest.LogCapture
     assert list(model.state_dict()) == expected_keys(model)
 
 
-@pytest.mark.parametrize(("precision", "teacher", "device", "expected"), [
-    ("auto", "auto", CPU, torch.float32), ("auto", "auto", CUDA, torch.bfloat16),
-    ("fp32", "auto", CUDA, torch.float32), ("fp16", "auto", CPU, torch.float16),
-    ("fp32", "bf16", CPU, torch.bfloat16), ("bf16", "fp32", CUDA, torch.float32),
-])
-def test_teacher_precision_follows_the_student_unless_given(precision: str, teacher: str, device: torch.device,
-                                                            expected: torch.dtype) -> None:
+@pytest.mark.parametrize(
+    ("precision", "teacher", "device", "expected"),
+    [
+        ("auto", "auto", CPU, torch.float32),
+        ("auto", "auto", CUDA, torch.bfloat16),
+        ("fp32", "auto", CUDA, torch.float32),
+        ("fp16", "auto", CPU, torch.float16),
+        ("fp32", "bf16", CPU, torch.bfloat16),
+        ("bf16", "fp32", CUDA, torch.float32),
+    ],
+)
+def test_teacher_precision_follows_the_student_unless_given(
+    precision: str, teacher: str, device: torch.device, expected: torch.dtype
+) -> None:
     cfg = OmegaConf.structured(TrainerConfig(precision=precision, teacher_precision=teacher))
     assert teacher_dtype(cfg, device) == expected
 
@@ -135,11 +147,26 @@ def test_accelerate_leaves_teachers_in_float32_on_the_cpu_by_default() -> None:
 
 def test_a_run_with_bf16_teachers_learns_on_the_cpu(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     run = tmp_path / "v2"
-    overrides = ["data=synthetic", "data.in_channels=1", "data.image_size=28", "data.mean=[0.5]", "data.std=[0.25]",
-                 "data.train_size=512", "data.test_size=256", "data.batch_size=64", "logger=none",
-                 "trainer.progress=off", "trainer.device=cpu", "trainer.teacher_precision=bf16", "method=meal_v2",
-                 "student=fmnist_tiny", "teachers=fmnist_pair", "teachers.training.epochs=3", "trainer.epochs=3",
-                 f"paths.zoo={tmp_path / 'zoo'}"]
+    overrides = [
+        "data=synthetic",
+        "data.in_channels=1",
+        "data.image_size=28",
+        "data.mean=[0.5]",
+        "data.std=[0.25]",
+        "data.train_size=512",
+        "data.test_size=256",
+        "data.batch_size=64",
+        "logger=none",
+        "trainer.progress=off",
+        "trainer.device=cpu",
+        "trainer.teacher_precision=bf16",
+        "method=meal_v2",
+        "student=fmnist_tiny",
+        "teachers=fmnist_pair",
+        "teachers.training.epochs=3",
+        "trainer.epochs=3",
+        f"paths.zoo={tmp_path / 'zoo'}",
+    ]
     with caplog.at_level(logging.INFO, logger="meal"):
         result = train(compose_config(overrides, run), run)
     assert "teachers stored and run in bfloat16 under inference mode" in caplog.text

@@ -36,8 +36,11 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pyt
     ckpt.save_checkpoint(path, {"step": 1})
 
     monkeypatch.setattr(ckpt.os, "fdopen", lambda fd, mode: _FailingFile(fd))
-    with pytest.raises(CheckpointError, match=r"last\.pt: cannot write the checkpoint \(No space left on device\); "
-                       r"the previous last\.pt is kept"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"last\.pt: cannot write the checkpoint \(No space left on device\); "
+        r"the previous last\.pt is kept",
+    ):
         ckpt.save_checkpoint(path, {"step": 2})
     monkeypatch.undo()
     assert ckpt.load_checkpoint(path)["step"] == 1

@@ -14,9 +14,20 @@ import torch
 
 from tests.conftest import REPO, needs_fashion_mnist, run_launch
 
-ARGS = ["method=ce", "teachers=none", "logger=none", "student=fmnist_mlp", "data.train_subset=512",
-        "data.test_subset=500", "data.batch_size=64", "trainer.epochs=2", "trainer.deterministic=true",
-        "trainer.progress=off", "data.augment=pad_crop_flip", "optim.lr=0.05"]
+ARGS = [
+    "method=ce",
+    "teachers=none",
+    "logger=none",
+    "student=fmnist_mlp",
+    "data.train_subset=512",
+    "data.test_subset=500",
+    "data.batch_size=64",
+    "trainer.epochs=2",
+    "trainer.deterministic=true",
+    "trainer.progress=off",
+    "data.augment=pad_crop_flip",
+    "optim.lr=0.05",
+]
 
 
 @pytest.mark.slow
@@ -27,9 +38,22 @@ def test_two_ranks_match_one_process(tmp_path: Path, meal_env: dict[str, str]) -
     proc = run_launch([*ARGS, f"hydra.run.dir={single}"], meal_env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     ddp = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(REPO / "launch.py"), *ARGS, f"hydra.run.dir={multi}"],
-        env=meal_env, cwd=REPO, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(REPO / "launch.py"),
+            *ARGS,
+            f"hydra.run.dir={multi}",
+        ],
+        env=meal_env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
 
     results = list(multi.glob("**/result.json"))
@@ -55,12 +79,35 @@ def test_two_ranks_match_one_process(tmp_path: Path, meal_env: dict[str, str]) -
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
 def test_a_last_batch_smaller_than_the_world_is_skipped(tmp_path: Path, meal_env: dict[str, str]) -> None:
     run = tmp_path / "ddp"
-    args = ["method=ce", "teachers=none", "logger=none", "student=fmnist_tiny", "data.train_subset=513",
-            "data.test_subset=500", "data.batch_size=64", "trainer.epochs=3", "optim.lr=0.1", "trainer.progress=off"]
+    args = [
+        "method=ce",
+        "teachers=none",
+        "logger=none",
+        "student=fmnist_tiny",
+        "data.train_subset=513",
+        "data.test_subset=500",
+        "data.batch_size=64",
+        "trainer.epochs=3",
+        "optim.lr=0.1",
+        "trainer.progress=off",
+    ]
     ddp = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(REPO / "launch.py"), *args, f"hydra.run.dir={run}"],
-        env=meal_env, cwd=REPO, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(REPO / "launch.py"),
+            *args,
+            f"hydra.run.dir={run}",
+        ],
+        env=meal_env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     *_, row = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert row["step"] == 3 * (513 // 64), "the 513th image alone would leave one rank an empty batch: skipped"

@@ -13,9 +13,17 @@ from meal.errors import CheckpointError, MealError
 from tests.conftest import compose_config, needs_fashion_mnist
 
 TINY = [
-    "method=ce", "teachers=none", "logger=none", "data.train_subset=600", "data.test_subset=500",
-    "data.batch_size=100", "trainer.epochs=3", "trainer.deterministic=true", "optim.lr=0.05",
-    "data.augment=pad_crop_flip", "trainer.progress=off",
+    "method=ce",
+    "teachers=none",
+    "logger=none",
+    "data.train_subset=600",
+    "data.test_subset=500",
+    "data.batch_size=100",
+    "trainer.epochs=3",
+    "trainer.deterministic=true",
+    "optim.lr=0.05",
+    "data.augment=pad_crop_flip",
+    "trainer.progress=off",
 ]
 
 

@@ -48,8 +48,9 @@ def test_multistep_and_cosine_values() -> None:
 
 def test_optimizers_carry_their_settings() -> None:
     params = [torch.nn.Parameter(torch.zeros(3))]
-    sgd = build_optimizer(params, OmegaConf.structured(OptimConfig(name="sgd", lr=0.2, nesterov=True,
-                                                                   weight_decay=1e-4)))
+    sgd = build_optimizer(
+        params, OmegaConf.structured(OptimConfig(name="sgd", lr=0.2, nesterov=True, weight_decay=1e-4))
+    )
     group = sgd.param_groups[0]
     assert isinstance(sgd, torch.optim.SGD)
     assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (0.2, 0.9, True, 1e-4)

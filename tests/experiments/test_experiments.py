@@ -182,8 +182,13 @@ def test_published_cifar10_single_teacher_command() -> None:
 
 def test_published_cifar10_ensemble_command() -> None:
     cfg = compose_config(["paper=meal_cifar10_ensemble"])
-    assert [m.arch for m in cfg.teachers.members] == ["vgg19_bn", "dpn92", "resnet18", "preactresnet18",
-                                                      "densenet_cifar"]
+    assert [m.arch for m in cfg.teachers.members] == [
+        "vgg19_bn",
+        "dpn92",
+        "resnet18",
+        "preactresnet18",
+        "densenet_cifar",
+    ]
     assert cfg.student.arch == "densenet_cifar"
     assert list(cfg.method.out_layer) == [-1] and list(cfg.method.gamma) == [1.0] and list(cfg.method.eta) == [1.0]
     assert (cfg.data.batch_size, cfg.optim.lr, cfg.method.d_lr) == (256, 0.1, 1e-3)
@@ -210,8 +215,12 @@ def test_meal_v2_imagenet_prints_its_job_config(meal_env: dict[str, str]) -> Non
 
 
 def test_zoo_sweeps_train_the_teacher_sets(hydra_compose) -> None:
-    for option, teacher_set in (("cifar10_five", "cifar10_five"), ("cifar_trio", "cifar_trio"),
-                                ("fmnist_trio", "fmnist_trio"), ("fmnist_strong", "fmnist_strong")):
+    for option, teacher_set in (
+        ("cifar10_five", "cifar10_five"),
+        ("cifar_trio", "cifar_trio"),
+        ("fmnist_trio", "fmnist_trio"),
+        ("fmnist_strong", "fmnist_strong"),
+    ):
         cfg = hydra_compose([f"zoo={option}"])
         job = _job(cfg)
         assert (job.method.name, job.trainer.export_to_zoo, job.teachers.name) == ("ce", True, "none")
@@ -221,7 +230,11 @@ def test_zoo_sweeps_train_the_teacher_sets(hydra_compose) -> None:
         assert {m.seed for m in members.members} == {int(s) for s in _expand("seed", _sweep_params(cfg)["seed"])}
         training = members.training
         assert (job.trainer.epochs, job.optim.name, job.optim.lr, job.schedule.name) == (
-            training.epochs, training.optim, training.lr, training.schedule)
+            training.epochs,
+            training.optim,
+            training.lr,
+            training.schedule,
+        )
         assert job.trainer.zoo_recipe == training.recipe
         if training.train_subset is not None or option == "fmnist_strong":
             assert job.data.train_subset == training.train_subset
@@ -242,15 +255,22 @@ def _suite_job(*overrides: str) -> dict[str, Any]:
 
 def test_suite_methods_share_data_student_budget_and_teachers() -> None:
     """Within a protocol only the method (and, for the label-only runs, the teachers) differ."""
-    for protocol, methods in (("fmnist_scratch", ("ce", "kd", "meal_v1", "meal_v1_blockwise", "meal_v2")),
-                              ("fmnist_finetune", ("ce_plain", "kd", "meal_v2"))):
+    for protocol, methods in (
+        ("fmnist_scratch", ("ce", "kd", "meal_v1", "meal_v1_blockwise", "meal_v2")),
+        ("fmnist_finetune", ("ce_plain", "kd", "meal_v2")),
+    ):
         jobs = {m: _suite_job(f"suite={protocol}", f"+suite/fmnist_method={m}") for m in methods}
         for method, job in jobs.items():
             assert job["data"] == jobs[methods[0]]["data"], method
             assert (job["student"], job["optim"], job["schedule"], job["seed"]) == (
-                jobs[methods[0]]["student"], jobs[methods[0]]["optim"], jobs[methods[0]]["schedule"], 0)
+                jobs[methods[0]]["student"],
+                jobs[methods[0]]["optim"],
+                jobs[methods[0]]["schedule"],
+                0,
+            )
             assert {k: v for k, v in job["trainer"].items() if k not in ("export_to_zoo", "zoo_recipe")} == {
-                k: v for k, v in jobs["kd"]["trainer"].items() if k not in ("export_to_zoo", "zoo_recipe")}
+                k: v for k, v in jobs["kd"]["trainer"].items() if k not in ("export_to_zoo", "zoo_recipe")
+            }
             uses_teachers = not method.startswith("ce")
             assert (job["teachers"]["name"] == "fmnist_strong") == uses_teachers
         data = jobs["kd"]["data"]
@@ -267,8 +287,9 @@ def test_suite_finetune_starts_from_the_scratch_ce_student_of_its_seed() -> None
     for seed in (0, 3):
         scratch = compose_config(["suite=fmnist_scratch", "+suite/fmnist_method=ce", f"seed={seed}"])
         finetune = compose_config(["suite=fmnist_finetune", "+suite/fmnist_method=meal_v2", f"seed={seed}"])
-        exported = zoo_entry(Path(scratch.paths.zoo), scratch.data.name, scratch.student.arch, seed,
-                             scratch.trainer.zoo_recipe)
+        exported = zoo_entry(
+            Path(scratch.paths.zoo), scratch.data.name, scratch.student.arch, seed, scratch.trainer.zoo_recipe
+        )
         assert Path(finetune.student.pretrained) == exported
         assert finetune.optim.lr < scratch.optim.lr and finetune.trainer.epochs < scratch.trainer.epochs
 
@@ -301,11 +322,25 @@ def test_fmnist_ablation_runs_end_to_end(meal_env: dict[str, str], tmp_path: Pat
     sweep_dir = tmp_path / "sweep"
     two_points = "method.gamma=[0.001,0.01,0.05,0.1,1.0],[0.0,0.0,0.0,0.0,1.0]"  # replaces the file's four
     # at a test's size: quickstart teachers trained by the first job on 2,000 images, not the suite's strong set
-    result = run_launch(["-m", "ablation=fmnist_gamma", two_points, "seed=0", "teachers=fmnist_trio",
-                         "teachers.train_missing=true", "teachers.training.train_subset=2000",
-                         "data.train_subset=2000", "data.test_subset=2000", "trainer.epochs=1",
-                         "teachers.training.epochs=2", "logger=none", f"hydra.sweep.dir={sweep_dir}"],
-                        meal_env, timeout=1800)
+    result = run_launch(
+        [
+            "-m",
+            "ablation=fmnist_gamma",
+            two_points,
+            "seed=0",
+            "teachers=fmnist_trio",
+            "teachers.train_missing=true",
+            "teachers.training.train_subset=2000",
+            "data.train_subset=2000",
+            "data.test_subset=2000",
+            "trainer.epochs=1",
+            "teachers.training.epochs=2",
+            "logger=none",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        meal_env,
+        timeout=1800,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     results = sorted(sweep_dir.glob("*/result.json"))
     assert len(results) == 2, [p.parent.name for p in sweep_dir.iterdir()]

@@ -35,26 +35,67 @@ EXPERIMENT = "render_test"
 
 # What each resources= option asks for (conf/resources/*.yaml); gpus_per_node None means "no GPUs".
 RESOURCES: dict[str, dict[str, Any]] = {
-    "cpu": {"nodes": 1, "gpus_per_node": None, "tasks_per_node": 1, "cpus_per_task": 1, "mem_gb": 2,
-            "timeout_min": 60, "array_parallelism": 2},
-    "1gpu": {"nodes": 1, "gpus_per_node": 1, "tasks_per_node": 1, "cpus_per_task": 8, "mem_gb": 32,
-             "timeout_min": 720, "array_parallelism": 64},
-    "8gpu": {"nodes": 1, "gpus_per_node": 8, "tasks_per_node": 8, "cpus_per_task": 8, "mem_gb": 480,
-             "timeout_min": 1440, "array_parallelism": 8},
-    "2x8gpu": {"nodes": 2, "gpus_per_node": 8, "tasks_per_node": 8, "cpus_per_task": 8, "mem_gb": 480,
-               "timeout_min": 1440, "array_parallelism": 4},
+    "cpu": {
+        "nodes": 1,
+        "gpus_per_node": None,
+        "tasks_per_node": 1,
+        "cpus_per_task": 1,
+        "mem_gb": 2,
+        "timeout_min": 60,
+        "array_parallelism": 2,
+    },
+    "1gpu": {
+        "nodes": 1,
+        "gpus_per_node": 1,
+        "tasks_per_node": 1,
+        "cpus_per_task": 8,
+        "mem_gb": 32,
+        "timeout_min": 720,
+        "array_parallelism": 64,
+    },
+    "8gpu": {
+        "nodes": 1,
+        "gpus_per_node": 8,
+        "tasks_per_node": 8,
+        "cpus_per_task": 8,
+        "mem_gb": 480,
+        "timeout_min": 1440,
+        "array_parallelism": 8,
+    },
+    "2x8gpu": {
+        "nodes": 2,
+        "gpus_per_node": 8,
+        "tasks_per_node": 8,
+        "cpus_per_task": 8,
+        "mem_gb": 480,
+        "timeout_min": 1440,
+        "array_parallelism": 4,
+    },
 }
 SIGNAL_DELAY_S = 120
 MAX_NUM_TIMEOUT = 3
 
-EXAMPLE_SITE_SETUP = ["module load cuda/12.4", "source ~/venvs/meal/bin/activate",
-                      "export MEAL_DATA=/datasets"]
+EXAMPLE_SITE_SETUP = ["module load cuda/12.4", "source ~/venvs/meal/bin/activate", "export MEAL_DATA=/datasets"]
 # Site data of each cluster= option (conf/cluster/*.yaml).
 CLUSTERS: dict[str, dict[str, Any]] = {
-    "localhost": {"partition": "debug", "account": None, "qos": None, "constraint": None,
-                  "exclude": None, "setup": [], "additional_parameters": {}},
-    "example_site": {"partition": "gpu", "account": "my_project", "qos": "normal", "constraint": None,
-                     "exclude": None, "setup": EXAMPLE_SITE_SETUP, "additional_parameters": {}},
+    "localhost": {
+        "partition": "debug",
+        "account": None,
+        "qos": None,
+        "constraint": None,
+        "exclude": None,
+        "setup": [],
+        "additional_parameters": {},
+    },
+    "example_site": {
+        "partition": "gpu",
+        "account": "my_project",
+        "qos": "normal",
+        "constraint": None,
+        "exclude": None,
+        "setup": EXAMPLE_SITE_SETUP,
+        "additional_parameters": {},
+    },
 }
 # Slurm fields of the plugin's schema that no conf/ file sets.
 UNSET_SLURM_FIELDS = ("comment", "gres", "cpus_per_gpu", "gpus_per_task", "mem_per_gpu", "mem_per_cpu")
@@ -130,11 +171,15 @@ def launch_sweep(overrides: Sequence[str], sweep_dir: Path, n_jobs: int) -> tupl
     register()
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        cfg = compose("config", overrides=[*overrides, f"experiment={EXPERIMENT}",
-                                           f"hydra.sweep.dir={sweep_dir}"], return_hydra_config=True)
+        cfg = compose(
+            "config",
+            overrides=[*overrides, f"experiment={EXPERIMENT}", f"hydra.sweep.dir={sweep_dir}"],
+            return_hydra_config=True,
+        )
         context = HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=Callbacks())
-        launcher = Plugins.instance().instantiate_launcher(hydra_context=context,
-                                                           task_function=_never_called, config=cfg)
+        launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=context, task_function=_never_called, config=cfg
+        )
     returns = launcher.launch([[f"seed={i}"] for i in range(n_jobs)], initial_job_idx=0)
     return launcher, list(returns)
 
@@ -144,8 +189,12 @@ def expected_slurm_parameters(resources: str, cluster: str) -> dict[str, Any]:
     res, site = RESOURCES[resources], CLUSTERS[cluster]
     generic = ("timeout_min", "nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task", "mem_gb")
     params: dict[str, Any] = {key: res[key] for key in generic}
-    params.update(name=EXPERIMENT, stderr_to_stdout=True,
-                  slurm_array_parallelism=res["array_parallelism"], slurm_signal_delay_s=SIGNAL_DELAY_S)
+    params.update(
+        name=EXPERIMENT,
+        stderr_to_stdout=True,
+        slurm_array_parallelism=res["array_parallelism"],
+        slurm_signal_delay_s=SIGNAL_DELAY_S,
+    )
     params.update({f"slurm_{key}": value for key, value in site.items()})
     params.update({f"slurm_{key}": None for key in UNSET_SLURM_FIELDS})
     return params
@@ -168,15 +217,20 @@ def sbatch_flags(script: str) -> list[str]:
 
 
 @pytest.mark.parametrize(("resources", "cluster"), SLURM_CASES)
-def test_slurm_launcher_parameters(resources: str, cluster: str, tmp_path: Path,
-                                   executors: list[RecordingExecutor]) -> None:
-    launcher, returns = launch_sweep(["hydra/launcher=slurm", f"resources={resources}",
-                                      f"cluster={cluster}"], tmp_path, n_jobs=3)
+def test_slurm_launcher_parameters(
+    resources: str, cluster: str, tmp_path: Path, executors: list[RecordingExecutor]
+) -> None:
+    launcher, returns = launch_sweep(
+        ["hydra/launcher=slurm", f"resources={resources}", f"cluster={cluster}"], tmp_path, n_jobs=3
+    )
 
     assert type(launcher).__name__ == "SlurmLauncher"
     (recorder,) = executors
-    assert recorder.init_kwargs == {"folder": f"{tmp_path}/.submitit/%j", "cluster": "slurm",
-                                    "slurm_max_num_timeout": MAX_NUM_TIMEOUT}
+    assert recorder.init_kwargs == {
+        "folder": f"{tmp_path}/.submitit/%j",
+        "cluster": "slurm",
+        "slurm_max_num_timeout": MAX_NUM_TIMEOUT,
+    }
     assert recorder.parameters == expected_slurm_parameters(resources, cluster)
     if recorder.parameters["gpus_per_node"]:
         assert recorder.parameters["tasks_per_node"] == recorder.parameters["gpus_per_node"]
@@ -187,24 +241,29 @@ def test_slurm_launcher_parameters(resources: str, cluster: str, tmp_path: Path,
 
     assert recorder.function is launcher
     assert [args[:4] for args in recorder.submitted] == [
-        ([f"seed={i}"], "hydra.sweep.dir", i, f"job_id_for_{i}") for i in range(3)]
+        ([f"seed={i}"], "hydra.sweep.dir", i, f"job_id_for_{i}") for i in range(3)
+    ]
     assert [r.return_value for r in returns] == [0.0, 1.0, 2.0]
     assert tmp_path.is_dir()
 
 
 @pytest.mark.parametrize(("resources", "cluster"), SLURM_CASES)
-def test_slurm_sbatch_lines(resources: str, cluster: str, tmp_path: Path,
-                            executors: list[RecordingExecutor]) -> None:
-    launch_sweep(["hydra/launcher=slurm", f"resources={resources}", f"cluster={cluster}"], tmp_path,
-                 n_jobs=3)
+def test_slurm_sbatch_lines(resources: str, cluster: str, tmp_path: Path, executors: list[RecordingExecutor]) -> None:
+    launch_sweep(["hydra/launcher=slurm", f"resources={resources}", f"cluster={cluster}"], tmp_path, n_jobs=3)
     res, site = RESOURCES[resources], CLUSTERS[cluster]
     flags = sbatch_flags(render_sbatch(executors[0]))
 
-    expected = {f"#SBATCH --nodes={res['nodes']}", f"#SBATCH --ntasks-per-node={res['tasks_per_node']}",
-                f"#SBATCH --cpus-per-task={res['cpus_per_task']}", f"#SBATCH --mem={res['mem_gb']}GB",
-                f"#SBATCH --time={res['timeout_min']}", f"#SBATCH --signal=USR2@{SIGNAL_DELAY_S}",
-                f"#SBATCH --array=0-2%{min(3, res['array_parallelism'])}",
-                f"#SBATCH --partition={site['partition']}", f"#SBATCH --job-name={EXPERIMENT}"}
+    expected = {
+        f"#SBATCH --nodes={res['nodes']}",
+        f"#SBATCH --ntasks-per-node={res['tasks_per_node']}",
+        f"#SBATCH --cpus-per-task={res['cpus_per_task']}",
+        f"#SBATCH --mem={res['mem_gb']}GB",
+        f"#SBATCH --time={res['timeout_min']}",
+        f"#SBATCH --signal=USR2@{SIGNAL_DELAY_S}",
+        f"#SBATCH --array=0-2%{min(3, res['array_parallelism'])}",
+        f"#SBATCH --partition={site['partition']}",
+        f"#SBATCH --job-name={EXPERIMENT}",
+    }
     assert expected <= set(flags)
     gpu_flags = [f for f in flags if f.startswith("#SBATCH --gpus-per-node=")]
     if res["gpus_per_node"] is None:
@@ -214,8 +273,7 @@ def test_slurm_sbatch_lines(resources: str, cluster: str, tmp_path: Path,
     for key in ("account", "qos"):
         lines = [f for f in flags if f.startswith(f"#SBATCH --{key}=")]
         assert lines == ([f"#SBATCH --{key}={site[key]}"] if site[key] else [])
-    assert not any(f.startswith(("#SBATCH --error=", "#SBATCH --constraint=", "#SBATCH --exclude="))
-                   for f in flags)
+    assert not any(f.startswith(("#SBATCH --error=", "#SBATCH --constraint=", "#SBATCH --exclude=")) for f in flags)
 
 
 def test_slurm_2x8gpu_example_site_script(tmp_path: Path, executors: list[RecordingExecutor]) -> None:
@@ -242,15 +300,14 @@ def test_slurm_2x8gpu_example_site_script(tmp_path: Path, executors: list[Record
     ]
     lines = script.splitlines()
     setup_at = lines.index("# setup")
-    assert lines[setup_at + 1:setup_at + 4] == EXAMPLE_SITE_SETUP
+    assert lines[setup_at + 1 : setup_at + 4] == EXAMPLE_SITE_SETUP
     srun_at = next(i for i, line in enumerate(lines) if line.startswith("srun "))
     assert srun_at > setup_at + 3
     assert lines[srun_at].endswith(f"-u -m submitit.core._submit {tmp_path}/.submitit/%j")
 
 
 @pytest.mark.parametrize("resources", list(RESOURCES))
-def test_local_launcher_parameters(resources: str, tmp_path: Path,
-                                   executors: list[RecordingExecutor]) -> None:
+def test_local_launcher_parameters(resources: str, tmp_path: Path, executors: list[RecordingExecutor]) -> None:
     launcher, returns = launch_sweep(["hydra/launcher=local", f"resources={resources}"], tmp_path, n_jobs=2)
     res = RESOURCES[resources]
 
@@ -258,9 +315,15 @@ def test_local_launcher_parameters(resources: str, tmp_path: Path,
     (recorder,) = executors
     assert recorder.init_kwargs == {"folder": f"{tmp_path}/.submitit/%j", "cluster": "local"}
     assert recorder.parameters == {
-        "name": EXPERIMENT, "stderr_to_stdout": False, "timeout_min": res["timeout_min"], "nodes": 1,
-        "tasks_per_node": 1, "gpus_per_node": res["gpus_per_node"] or 0,
-        "cpus_per_task": res["cpus_per_task"], "mem_gb": res["mem_gb"]}
+        "name": EXPERIMENT,
+        "stderr_to_stdout": False,
+        "timeout_min": res["timeout_min"],
+        "nodes": 1,
+        "tasks_per_node": 1,
+        "gpus_per_node": res["gpus_per_node"] or 0,
+        "cpus_per_task": res["cpus_per_task"],
+        "mem_gb": res["mem_gb"],
+    }
     local = recorder.real._executor
     assert local.parameters["gpus_per_node"] == (res["gpus_per_node"] or 0)
     assert local.parameters["timeout_min"] == res["timeout_min"]

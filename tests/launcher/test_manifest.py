@@ -44,8 +44,9 @@ def config_loader() -> Iterator[ConfigLoader]:
 
 
 def _load_master(loader: ConfigLoader, overrides: Sequence[str]) -> DictConfig:
-    return loader.load_configuration(config_name="config", run_mode=RunMode.MULTIRUN,
-                                     overrides=["hydra.mode=MULTIRUN", *overrides])
+    return loader.load_configuration(
+        config_name="config", run_mode=RunMode.MULTIRUN, overrides=["hydra.mode=MULTIRUN", *overrides]
+    )
 
 
 def compose_multirun(overrides: Sequence[str]) -> DictConfig:
@@ -54,8 +55,9 @@ def compose_multirun(overrides: Sequence[str]) -> DictConfig:
         return _load_master(loader, overrides)
 
 
-def compose_sweep_job(overrides: Sequence[str], job_overrides: Sequence[str],
-                      job_num: int) -> tuple[DictConfig, DictConfig]:
+def compose_sweep_job(
+    overrides: Sequence[str], job_overrides: Sequence[str], job_num: int
+) -> tuple[DictConfig, DictConfig]:
     """The driver's config and the config the launcher builds from it for job `job_num`."""
     with config_loader() as loader:
         master = _load_master(loader, overrides)
@@ -68,8 +70,12 @@ def compose_sweep_job(overrides: Sequence[str], job_overrides: Sequence[str],
 
 
 def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com",
-                           *args], capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 @pytest.fixture
@@ -84,8 +90,9 @@ def git_repo(tmp_path: Path) -> tuple[Path, str]:
     return repo, _git(repo, "rev-parse", "HEAD")
 
 
-def test_manifest_records_the_sweep(tmp_path: Path, git_repo: tuple[Path, str],
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_manifest_records_the_sweep(
+    tmp_path: Path, git_repo: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     repo, head = git_repo
     sweep = tmp_path / "sweeps" / "2024-01-02_03-04-05"
     cfg = compose_multirun([*TASK_OVERRIDES, "hydra/launcher=local", f"hydra.sweep.dir={sweep}"])
@@ -156,8 +163,9 @@ def test_git_revision_dirty_only_for_changed_tracked_files(git_repo: tuple[Path,
     assert git_revision(repo) == {"commit": head, "dirty": True}
 
 
-def test_git_revision_is_none_without_repository_or_git(tmp_path: Path, git_repo: tuple[Path, str],
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_git_revision_is_none_without_repository_or_git(
+    tmp_path: Path, git_repo: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
@@ -191,13 +199,32 @@ def test_wandb_group_is_the_group_of_the_sweep_jobs(extra: list[str]) -> None:
 @pytest.mark.slow
 def test_multirun_writes_manifest_end_to_end(tmp_path: Path, meal_env: dict[str, str]) -> None:
     sweep = tmp_path / "sweep"
-    args = ["-m", "method=ce", "trainer.epochs=1", "data=synthetic", "data.train_size=64",
-            "data.test_size=32", "student=fmnist_tiny", "data.in_channels=1", "data.image_size=28",
-            "data.mean=[0.5]", "data.std=[0.5]", "teachers=none", "logger=none", "seed=0,1",
-            f"hydra.sweep.dir={sweep}"]
+    args = [
+        "-m",
+        "method=ce",
+        "trainer.epochs=1",
+        "data=synthetic",
+        "data.train_size=64",
+        "data.test_size=32",
+        "student=fmnist_tiny",
+        "data.in_channels=1",
+        "data.image_size=28",
+        "data.mean=[0.5]",
+        "data.std=[0.5]",
+        "teachers=none",
+        "logger=none",
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep}",
+    ]
 
-    out = subprocess.run([sys.executable, str(REPO / "launch.py"), *args], env=meal_env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, str(REPO / "launch.py"), *args],
+        env=meal_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     manifest = json.loads((sweep / "manifest.json").read_text())

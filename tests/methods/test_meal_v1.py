@@ -21,8 +21,12 @@ from meal.teachers import freeze
 from tests.conftest import compose_config
 from tests.softlabels.toy import SIZE, save_teachers
 
-BLOCKWISE = {"out_layer": [0, 1, 2, 3, 4], "out_dims": [196, 49, 9, 32, 10],
-             "gamma": [0.001, 0.01, 0.05, 0.1, 1.0], "eta": [1.0, 0.5, 1.0, 1.0, 2.0]}
+BLOCKWISE = {
+    "out_layer": [0, 1, 2, 3, 4],
+    "out_dims": [196, 49, 9, 32, 10],
+    "gamma": [0.001, 0.01, 0.05, 0.1, 1.0],
+    "eta": [1.0, 0.5, 1.0, 1.0, 2.0],
+}
 
 
 def make_method(seed: int = 0, n_teachers: int = 3, **overrides: object) -> MealV1:
@@ -111,10 +115,12 @@ def test_alternating_uses_separate_optimizers() -> None:
     before_d = [p.detach().clone() for p in method.discriminators.parameters()]
     before_s = [p.detach().clone() for p in method.student.parameters()]
     out = method.training_step(batch(), 0)
-    assert any(not torch.equal(a, b) for a, b in zip(before_d, method.discriminators.parameters())), \
+    assert any(not torch.equal(a, b) for a, b in zip(before_d, method.discriminators.parameters())), (
         "the discriminator step happens inside training_step"
-    assert all(torch.equal(a, b) for a, b in zip(before_s, method.student.parameters())), \
+    )
+    assert all(torch.equal(a, b) for a, b in zip(before_s, method.student.parameters())), (
         "the student is untouched until the engine steps its own optimizer"
+    )
     assert out.logs["d_loss"] > 0 and out.logs["adv_loss"] > 0
     out.loss.backward()
     assert all(p.grad is not None for p in method.student.parameters() if p.requires_grad)
@@ -172,11 +178,28 @@ def test_epochs_per_teacher_stretches_run_and_schedule(tmp_path: Path) -> None:
     paths = save_teachers(tmp_path)
     members = ",".join(f"{{arch:fmnist_tiny,checkpoint:'{p}'}}" for p in paths)
     run = tmp_path / "run"
-    overrides = ["method=meal_v1", "method.epochs_per_teacher=true", "student=fmnist_tiny", "teachers=none",
-                 f"teachers.members=[{members}]", "data=synthetic", "data.in_channels=1", f"data.image_size={SIZE}",
-                 "data.train_size=64", "data.test_size=16", "data.batch_size=16", "data.mean=[0.5]",
-                 "data.std=[0.25]", "logger=none", "trainer.progress=off", "trainer.epochs=1", "schedule=multistep",
-                 "schedule.milestones=[0.5]", "schedule.decay=0.1", "optim.lr=0.1"]
+    overrides = [
+        "method=meal_v1",
+        "method.epochs_per_teacher=true",
+        "student=fmnist_tiny",
+        "teachers=none",
+        f"teachers.members=[{members}]",
+        "data=synthetic",
+        "data.in_channels=1",
+        f"data.image_size={SIZE}",
+        "data.train_size=64",
+        "data.test_size=16",
+        "data.batch_size=16",
+        "data.mean=[0.5]",
+        "data.std=[0.25]",
+        "logger=none",
+        "trainer.progress=off",
+        "trainer.epochs=1",
+        "schedule=multistep",
+        "schedule.milestones=[0.5]",
+        "schedule.decay=0.1",
+        "optim.lr=0.1",
+    ]
     result = train(compose_config(overrides, run), run)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert result["epochs"] == 2 and [r["epoch"] for r in rows] == [1, 2], "one epoch per teacher"

@@ -30,8 +30,12 @@ def student(seed: int = 0) -> torch.nn.Module:
 
 def a_batch(n: int = 6, seed: int = 3) -> Batch:
     g = torch.Generator().manual_seed(seed)
-    return Batch(torch.randn(n, 1, SIZE, SIZE, generator=g), torch.randint(0, 10, (n,), generator=g),
-                 torch.arange(n), torch.zeros(n, 3, dtype=torch.long))
+    return Batch(
+        torch.randn(n, 1, SIZE, SIZE, generator=g),
+        torch.randint(0, 10, (n,), generator=g),
+        torch.arange(n),
+        torch.zeros(n, 3, dtype=torch.long),
+    )
 
 
 def sigmoid_bce(logits: Tensor, target: Tensor) -> Tensor:
@@ -54,8 +58,9 @@ def hand_kd(s: Tensor, teacher_logits: list[Tensor], tau: float, loss: str) -> T
     return (p * (torch.log(p) - log_q)).sum(1).mean() * tau**2
 
 
-@pytest.mark.parametrize(("mode", "tau", "loss"), [("grl", 1.0, "ce"), ("joint", 2.0, "kl"), ("none", 3.0, "ce"),
-                                                    ("alternating", 1.0, "ce")])
+@pytest.mark.parametrize(
+    ("mode", "tau", "loss"), [("grl", 1.0, "ce"), ("joint", 2.0, "kl"), ("none", 3.0, "ce"), ("alternating", 1.0, "ce")]
+)
 def test_loss_equals_hand_computation(mode: str, tau: float, loss: str) -> None:
     teachers = toy_teachers((1, 2, 3))
     eta = 0.5  # the adversarial term's weight
@@ -109,10 +114,25 @@ def test_permuting_labels_leaves_loss_and_gradients_unchanged(cut: float) -> Non
 
 
 def _trainer(tmp_path: Path, overrides: list[str]) -> Trainer:
-    cfg = compose_config(["method=meal_v2", "data=synthetic", "data.in_channels=1", f"data.image_size={SIZE}",
-                          "data.train_size=32", "data.test_size=16", "data.batch_size=16", "data.mean=[0.5]",
-                          "data.std=[0.25]", "teachers=none", "logger=none", "optim.lr=0.1",
-                          "trainer.progress=off", *overrides], tmp_path)
+    cfg = compose_config(
+        [
+            "method=meal_v2",
+            "data=synthetic",
+            "data.in_channels=1",
+            f"data.image_size={SIZE}",
+            "data.train_size=32",
+            "data.test_size=16",
+            "data.batch_size=16",
+            "data.mean=[0.5]",
+            "data.std=[0.25]",
+            "teachers=none",
+            "logger=none",
+            "optim.lr=0.1",
+            "trainer.progress=off",
+            *overrides,
+        ],
+        tmp_path,
+    )
     data = build_data(cfg.data, tmp_path, 0, torch.device("cpu"))
     method = build_method(cfg.method, student(), toy_teachers(), 10)
     return Trainer(cfg, method, data, tmp_path, torch.device("cpu"), resolve_epochs(cfg.trainer, cfg.schedule))
@@ -176,8 +196,13 @@ def test_cutmix_targets(tmp_path: Path, soft_labels: str) -> None:
     dcfg = data_cfg(augment="flip", train_size=16, batch_size=8)
     data = toy_data(dcfg)
     teachers = toy_teachers()
-    method = MealV2(method_cfg(cutmix=1.0, adversarial="none", soft_labels=soft_labels, cache_dtype="float32"),
-                    student(), teachers, 10, seed=3)
+    method = MealV2(
+        method_cfg(cutmix=1.0, adversarial="none", soft_labels=soft_labels, cache_dtype="float32"),
+        student(),
+        teachers,
+        10,
+        seed=3,
+    )
     method.prepare(data, run_cfg(dcfg, tmp_path))
     method.eval()
     batch = next(iter(data.train))
@@ -207,11 +232,26 @@ def test_cutmix_generator_state_is_checkpointed() -> None:
 def test_cached_run_through_the_app_reuses_the_cache(tmp_path: Path) -> None:
     paths = save_teachers(tmp_path)
     members = ",".join(f"{{arch:fmnist_tiny,checkpoint:'{p}'}}" for p in paths)
-    common = ["method=meal_v2", "method.soft_labels=cached", "data=synthetic", "data.in_channels=1",
-              f"data.image_size={SIZE}", "data.train_size=48", "data.test_size=16", "data.batch_size=16",
-              "data.mean=[0.5]", "data.std=[0.25]", "data.augment=flip", "teachers=none",
-              f"teachers.members=[{members}]", "logger=none", "trainer.epochs=1", "trainer.progress=off",
-              f"paths.cache_dir={tmp_path / 'cache'}", f"paths.zoo={tmp_path / 'zoo'}"]
+    common = [
+        "method=meal_v2",
+        "method.soft_labels=cached",
+        "data=synthetic",
+        "data.in_channels=1",
+        f"data.image_size={SIZE}",
+        "data.train_size=48",
+        "data.test_size=16",
+        "data.batch_size=16",
+        "data.mean=[0.5]",
+        "data.std=[0.25]",
+        "data.augment=flip",
+        "teachers=none",
+        f"teachers.members=[{members}]",
+        "logger=none",
+        "trainer.epochs=1",
+        "trainer.progress=off",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"paths.zoo={tmp_path / 'zoo'}",
+    ]
     for seed in (0, 1):
         run = tmp_path / f"run{seed}"
         result = train(compose_config([*common, f"seed={seed}"], run), run)

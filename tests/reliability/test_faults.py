@@ -29,9 +29,19 @@ from tests.conftest import compose_config
 
 # 4 steps per epoch, 3 epochs; last.pt is written at the end of each epoch (steps 4, 8, 12).
 TINY = [
-    "data=synthetic", "data.train_size=128", "data.test_size=64", "data.batch_size=32", "data.eval_batch_size=64",
-    "method=ce", "teachers=none", "logger=none", "trainer.epochs=3", "trainer.deterministic=true",
-    "trainer.progress=off", "optim.lr=0.05", "schedule=constant",
+    "data=synthetic",
+    "data.train_size=128",
+    "data.test_size=64",
+    "data.batch_size=32",
+    "data.eval_batch_size=64",
+    "method=ce",
+    "teachers=none",
+    "logger=none",
+    "trainer.epochs=3",
+    "trainer.deterministic=true",
+    "trainer.progress=off",
+    "optim.lr=0.05",
+    "schedule=constant",
 ]
 STEPS_PER_EPOCH = 4
 
@@ -88,10 +98,14 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path,
     at_epoch_1 = tmp_path / "epoch1"
     _run(at_epoch_1, f"trainer.max_steps={STEPS_PER_EPOCH}")
     run_dir = tmp_path / "run"
-    with poison({6}, value), pytest.raises(  # the 7th step, in epoch 2
-        NonFiniteLossError, match=rf"loss became {value} at epoch 2, step 7; the last good checkpoint \S+last\.pt is "
-        r"kept \(restart the run in the same directory with trainer\.nonfinite=skip to skip such steps, or start a "
-        r"new run with a lower optim\.lr or with trainer\.grad_clip set\)$"
+    with (
+        poison({6}, value),
+        pytest.raises(  # the 7th step, in epoch 2
+            NonFiniteLossError,
+            match=rf"loss became {value} at epoch 2, step 7; the last good checkpoint \S+last\.pt is "
+            r"kept \(restart the run in the same directory with trainer\.nonfinite=skip to skip such steps, or start a "
+            r"new run with a lower optim\.lr or with trainer\.grad_clip set\)$",
+        ),
     ):
         _run(run_dir)
     last = run_dir / "checkpoints" / "last.pt"
@@ -135,9 +149,13 @@ def test_skip_policy_counts_skipped_steps(tmp_path: Path) -> None:
 
 
 def test_skip_policy_stops_after_max_skipped_steps(tmp_path: Path) -> None:
-    with poison({5, 6, 9}), pytest.raises(
-        NonFiniteLossError, match=r"at epoch 3, step 10; the last good checkpoint \S+ is kept \(restart the run in the "
-        r"same directory with a larger trainer\.max_skipped_steps \(2 skipped so far\)"
+    with (
+        poison({5, 6, 9}),
+        pytest.raises(
+            NonFiniteLossError,
+            match=r"at epoch 3, step 10; the last good checkpoint \S+ is kept \(restart the run in the "
+            r"same directory with a larger trainer\.max_skipped_steps \(2 skipped so far\)",
+        ),
     ):
         _run(tmp_path, "trainer.nonfinite=skip", "trainer.max_skipped_steps=2")
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["skipped_steps"] == 2
@@ -175,9 +193,13 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: Path
 ) -> None:
     run_dir = tmp_path / "run"
-    with monkeypatch.context() as patch, pytest.raises(
-        CheckpointError, match=r"last\.pt: cannot write the checkpoint \(No space left on device\); the previous "
-        r"last\.pt is kept \(free disk space"
+    with (
+        monkeypatch.context() as patch,
+        pytest.raises(
+            CheckpointError,
+            match=r"last\.pt: cannot write the checkpoint \(No space left on device\); the previous "
+            r"last\.pt is kept \(free disk space",
+        ),
     ):
         patch.setattr(checkpoint_module.os, "fdopen", _FullDisk(fail_on=2))  # the save at the end of epoch 2
         _run(run_dir)
@@ -208,8 +230,10 @@ def test_wandb_failing_to_start_does_not_stop_training(
     assert result["status"] == "completed" and result["wandb_id"] is None
     assert json.loads((tmp_path / "result.json").read_text())["top1"] == result["top1"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any(w.startswith("W&B failed to start (RuntimeError: wandb service did not start); continuing with "
-                            "files only") for w in warnings), warnings
+    assert any(
+        w.startswith("W&B failed to start (RuntimeError: wandb service did not start); continuing with files only")
+        for w in warnings
+    ), warnings
     if mode == "online":
         assert any("falling back to offline mode" in w for w in warnings), warnings
 

@@ -49,11 +49,24 @@ class Kill:
 def _args(zoo: Path, run_dir: Path) -> list[str]:
     members = ",".join(f"{{arch:fmnist_tiny,checkpoint:{zoo / name}.pt}}" for name in ("teacher_a", "teacher_b"))
     return [
-        "data=fashion_mnist", "data.train_subset=768", "data.test_subset=256", "data.batch_size=32",
-        "data.eval_batch_size=256", "data.augment=pad_crop_flip", "student=fmnist_tiny", "method=meal_v1",
-        "teachers=none", f"teachers.members=[{members}]", "optim.lr=0.05", "trainer.epochs=3",
-        "trainer.ckpt_every_steps=1", "trainer.deterministic=true", "trainer.threads=1", "trainer.progress=off",
-        "logger=none", f"hydra.run.dir={run_dir}",
+        "data=fashion_mnist",
+        "data.train_subset=768",
+        "data.test_subset=256",
+        "data.batch_size=32",
+        "data.eval_batch_size=256",
+        "data.augment=pad_crop_flip",
+        "student=fmnist_tiny",
+        "method=meal_v1",
+        "teachers=none",
+        f"teachers.members=[{members}]",
+        "optim.lr=0.05",
+        "trainer.epochs=3",
+        "trainer.ckpt_every_steps=1",
+        "trainer.deterministic=true",
+        "trainer.threads=1",
+        "trainer.progress=off",
+        "logger=none",
+        f"hydra.run.dir={run_dir}",
     ]
 
 
@@ -89,8 +102,9 @@ def _wait_for(condition: Callable[[], bool], proc: subprocess.Popen, timeout: fl
     return False
 
 
-def _wait_for_writes(path: Path, count: int, proc: subprocess.Popen,
-                     timeout: float = START_TIMEOUT_S) -> tuple[float, float]:
+def _wait_for_writes(
+    path: Path, count: int, proc: subprocess.Popen, timeout: float = START_TIMEOUT_S
+) -> tuple[float, float]:
     """Wait until `path` has been written `count` more times (or `timeout` seconds have passed).
 
     Returns the seconds until the first of these writes and between the last two.
@@ -160,8 +174,13 @@ def test_killed_and_restarted_run_equals_uninterrupted_run(tmp_path: Path, meal_
         mode = MODES[len(kills) % len(MODES)] if len(kills) < KILLS or _mid_write(kills) < KILLS_MID_WRITE else "none"
         stale = set(_temporaries(ckpt_dir))
         with open(tmp_path / f"start{start}.log", "w") as log:
-            proc = subprocess.Popen([sys.executable, str(REPO / "launch.py"), *_args(zoo, run_dir)], env=env,
-                                    cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [sys.executable, str(REPO / "launch.py"), *_args(zoo, run_dir)],
+                env=env,
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
             if mode == "startup":  # anywhere: imports, data, teachers, at the latest after three steps
                 _wait_for_writes(last, 3, proc, timeout=rng.uniform(0.2, 1.2) * start_s)
             elif mode in ("random", "mid-write"):  # after a few steps of this start (one checkpoint each)

@@ -25,14 +25,25 @@ from tests.conftest import REPO, needs_fashion_mnist
 from tests.slurm_utils import slurm_available
 
 SLURM_UP, SLURM_REASON = slurm_available()
-pytestmark = [pytest.mark.slurm, pytest.mark.slow, needs_fashion_mnist,
-              pytest.mark.skipif(not SLURM_UP, reason=SLURM_REASON)]
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.slow,
+    needs_fashion_mnist,
+    pytest.mark.skipif(not SLURM_UP, reason=SLURM_REASON),
+]
 
 SWEEP_TIMEOUT_S = 480
 JOBS_GONE_S = 20
 POLL_S = 0.2
-SLURM_ARGS = ["hydra/launcher=slurm", "cluster=localhost", "resources=cpu", "method=ce", "teachers=none",
-              "data.test_subset=500", "logger=wandb"]
+SLURM_ARGS = [
+    "hydra/launcher=slurm",
+    "cluster=localhost",
+    "resources=cpu",
+    "method=ce",
+    "teachers=none",
+    "data.test_subset=500",
+    "logger=wandb",
+]
 JOB_ID = re.compile(r"\d+(_\d+)?")
 SUBMITIT_TIME = re.compile(r"submitit \w+ \((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\) - Starting with JobEnvironment")
 
@@ -55,9 +66,13 @@ class Sweep:
         self.log_path = sweep_dir.parent / f"{sweep_dir.name}-driver.log"
         self.started = time.monotonic()
         self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in wait/stop)
-        self.proc = subprocess.Popen([sys.executable, str(REPO / "launch.py"), "-m", *args,
-                                      f"hydra.sweep.dir={sweep_dir}"], env=env, cwd=sweep_dir.parent,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "launch.py"), "-m", *args, f"hydra.sweep.dir={sweep_dir}"],
+            env=env,
+            cwd=sweep_dir.parent,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
 
     def job_ids(self) -> list[str]:
         """Slurm ids of the sweep's jobs: `<id>` for a single job, `<array>_<i>` for array tasks."""
@@ -71,8 +86,12 @@ class Sweep:
         arrays = sorted({job_id.split("_")[0] for job_id in self.job_ids()})
         if not arrays:
             return True  # not submitted yet
-        out = subprocess.run(["squeue", "--noheader", "--format=%i", f"--jobs={','.join(arrays)}"],
-                             capture_output=True, text=True, check=False)
+        out = subprocess.run(
+            ["squeue", "--noheader", "--format=%i", f"--jobs={','.join(arrays)}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         return bool(out.stdout.strip())
 
     def wait(self, timeout: float = SWEEP_TIMEOUT_S) -> float:
@@ -84,8 +103,9 @@ class Sweep:
             now = time.monotonic()
             assert now < deadline, f"sweep not done after {timeout} s:\n{self.output()[-4000:]}"
             gone_since = None if self.queued() else gone_since or now
-            assert gone_since is None or now - gone_since < JOBS_GONE_S, \
+            assert gone_since is None or now - gone_since < JOBS_GONE_S, (
                 f"the jobs left the queue {JOBS_GONE_S} s ago, the driver still waits:\n{self.output()[-4000:]}"
+            )
             time.sleep(1.0)
         self._log.close()
         return time.monotonic() - self.started
@@ -139,11 +159,21 @@ def _epochs(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def test_sweep_runs_as_job_array_and_reports(tmp_path: Path, slurm_env: dict[str, str],
-                                             sweeps: list[Sweep]) -> None:
+def test_sweep_runs_as_job_array_and_reports(tmp_path: Path, slurm_env: dict[str, str], sweeps: list[Sweep]) -> None:
     sweep_dir = tmp_path / "sweep"
-    sweep = _start(sweeps, sweep_dir, [*SLURM_ARGS, "experiment=slurm_sweep", "data.train_subset=1000",
-                                       "trainer.epochs=2", "optim.lr=0.05,0.1", "seed=0,1"], slurm_env)
+    sweep = _start(
+        sweeps,
+        sweep_dir,
+        [
+            *SLURM_ARGS,
+            "experiment=slurm_sweep",
+            "data.train_subset=1000",
+            "trainer.epochs=2",
+            "optim.lr=0.05,0.1",
+            "seed=0,1",
+        ],
+        slurm_env,
+    )
     wall = _wait_ok(sweep)
     print(f"sweep of 4 jobs on Slurm: {wall:.1f} s wall")
 
@@ -180,8 +210,14 @@ def test_sweep_runs_as_job_array_and_reports(tmp_path: Path, slurm_env: dict[str
     assert sorted(results) == ["0", "1", "2", "3"]
     assert len({r["wandb_id"] for r in results.values()}) == 4
 
-    report = subprocess.run([sys.executable, "-m", "meal.report", str(sweep_dir)], env=slurm_env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    report = subprocess.run(
+        [sys.executable, "-m", "meal.report", str(sweep_dir)],
+        env=slurm_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert report.returncode == 0, report.stderr
     assert (sweep_dir / "plot_optim_lr.png").read_bytes().startswith(b"\x89PNG")
     table = (sweep_dir / "results.md").read_text()
@@ -196,8 +232,7 @@ def test_sweep_runs_as_job_array_and_reports(tmp_path: Path, slurm_env: dict[str
         assert float(row["top1_mean"]) == pytest.approx(statistics.fmean(top1), abs=1e-6)
         assert float(row["top1_std"]) == pytest.approx(statistics.stdev(top1), abs=1e-6)
         assert float(row["top5_mean"]) == pytest.approx(statistics.fmean(r["top5"] for r in runs), abs=1e-6)
-        assert float(row["img_per_s_mean"]) == pytest.approx(statistics.fmean(r["img_per_s"] for r in runs),
-                                                             abs=1e-6)
+        assert float(row["img_per_s_mean"]) == pytest.approx(statistics.fmean(r["img_per_s"] for r in runs), abs=1e-6)
         assert row["ensemble_top1_mean"] == "", "no teachers, no ensemble"
         mean, std = statistics.fmean(top1), statistics.stdev(top1)
         assert f"| {row['optim.lr']} | 2 | {mean:.2f} ± {std:.2f} |" in table
@@ -209,15 +244,26 @@ def _job_lr(job: Path) -> float:
 
 
 @pytest.mark.parametrize("signals", [("USR2",), ("TERM", "USR2")], ids=["usr2", "term-then-usr2"])
-def test_preempted_job_is_requeued_and_resumes_from_the_signal(tmp_path: Path, slurm_env: dict[str, str],
-                                                               sweeps: list[Sweep], signals: tuple[str, ...]) -> None:
+def test_preempted_job_is_requeued_and_resumes_from_the_signal(
+    tmp_path: Path, slurm_env: dict[str, str], sweeps: list[Sweep], signals: tuple[str, ...]
+) -> None:
     """USR2 is what Slurm sends `signal_delay_s` before the time limit; a preemption sends SIGTERM first."""
     epochs, steps_per_epoch = 6, 32  # 4000 images, batch 128
     total = epochs * steps_per_epoch
     sweep_dir = tmp_path / "preempt"
-    sweep = _start(sweeps, sweep_dir, [*SLURM_ARGS, "experiment=slurm_preempt", "data.train_subset=4000",
-                                       f"trainer.epochs={epochs}", "trainer.log_every_steps=1", "seed=0"],
-                   slurm_env)
+    sweep = _start(
+        sweeps,
+        sweep_dir,
+        [
+            *SLURM_ARGS,
+            "experiment=slurm_preempt",
+            "data.train_subset=4000",
+            f"trainer.epochs={epochs}",
+            "trainer.log_every_steps=1",
+            "seed=0",
+        ],
+        slurm_env,
+    )
     run_dir = sweep_dir / "0"
 
     _poll(lambda: len(_epochs(run_dir)) >= 1, "finished epoch 1", sweep)
@@ -246,8 +292,10 @@ def test_preempted_job_is_requeued_and_resumes_from_the_signal(tmp_path: Path, s
     assert steps_per_epoch < step < total, "saved mid-training, after epoch 1"
     done_before = (step - 1) // steps_per_epoch  # epochs recorded before the signal (S may end an epoch)
     assert (int(resumed_step), int(epoch), int(of)) == (step, done_before + 1, total)
-    print(f"{'+'.join(signals)}: checkpoint at step {step}; the requeued job started again "
-          f"{(starts[1] - signalled).total_seconds():.1f} s after the signal")
+    print(
+        f"{'+'.join(signals)}: checkpoint at step {step}; the requeued job started again "
+        f"{(starts[1] - signalled).total_seconds():.1f} s after the signal"
+    )
 
     # Every epoch ran once: epoch lines before the restart are those finished before the signal.
     first, second = log.split("resumed from", 1)
@@ -267,7 +315,7 @@ def test_preempted_job_is_requeued_and_resumes_from_the_signal(tmp_path: Path, s
     assert len(list((run_dir / "wandb").glob(f"offline-run-*-{wandb_id}/run-{wandb_id}.wandb"))) == 2
     assert len(run["segments"]) == 2 and run["segments"][1] == {**run["segments"][1], "exit_code": 0}
     logged = [row["_step"] for row in run["history"] if "train/loss" in row]
-    assert logged[-(total - step):] == list(range(step + 1, total + 1)), "the second start goes on at step S+1"
+    assert logged[-(total - step) :] == list(range(step + 1, total + 1)), "the second start goes on at step S+1"
     assert run["summary"]["top1"] == result["top1"] and run["summary"]["steps"] == total
     if signals == ("USR2",):
         # The first start was marked preempting and closed before the requeue: every step logged once.
@@ -278,16 +326,24 @@ def test_preempted_job_is_requeued_and_resumes_from_the_signal(tmp_path: Path, s
     # first start logged last may be missing from its W&B file; metrics.jsonl and the checkpoint are whole.
 
 
-def test_timeout_requeues_are_bounded_by_max_num_timeout(tmp_path: Path, slurm_env: dict[str, str],
-                                                         sweeps: list[Sweep]) -> None:
+def test_timeout_requeues_are_bounded_by_max_num_timeout(
+    tmp_path: Path, slurm_env: dict[str, str], sweeps: list[Sweep]
+) -> None:
     """submitit counts a signal as a timeout once a job has run min(0.8 * timeout_min, timeout_min - 10)
     minutes, so with timeout_min=5 every USR2 is one: with max_num_timeout=1 the first is requeued, the
     second is not. The run keeps the checkpoint saved at the second signal; the same sweep started
     again goes on from it."""
     epochs, steps_per_epoch = 4, 32
     sweep_dir = tmp_path / "timeouts"
-    args = [*SLURM_ARGS, "experiment=slurm_timeout", "data.train_subset=4000", f"trainer.epochs={epochs}",
-            "resources.timeout_min=5", "resources.max_num_timeout=1", "seed=0"]
+    args = [
+        *SLURM_ARGS,
+        "experiment=slurm_timeout",
+        "data.train_subset=4000",
+        f"trainer.epochs={epochs}",
+        "resources.timeout_min=5",
+        "resources.max_num_timeout=1",
+        "seed=0",
+    ]
     sweep = _start(sweeps, sweep_dir, args, slurm_env)
     run_dir = sweep_dir / "0"
     wandb_id = None

@@ -36,11 +36,18 @@ def assert_close(cached: SoftTargets, online: SoftTargets, **tol: float) -> None
     torch.testing.assert_close(cached.logits, online.logits, **tol)
 
 
-@pytest.mark.parametrize(("augment", "dtype", "slots"), [
-    ("pad_crop_flip", "float16", 18), ("pad_crop", "float32", 9), ("flip", "bfloat16", 2), ("none", "float16", 1),
-])
-def test_cached_equals_online_for_the_same_augmented_samples(tmp_path: Path, augment: str, dtype: str,
-                                                             slots: int) -> None:
+@pytest.mark.parametrize(
+    ("augment", "dtype", "slots"),
+    [
+        ("pad_crop_flip", "float16", 18),
+        ("pad_crop", "float32", 9),
+        ("flip", "bfloat16", 2),
+        ("none", "float16", 1),
+    ],
+)
+def test_cached_equals_online_for_the_same_augmented_samples(
+    tmp_path: Path, augment: str, dtype: str, slots: int
+) -> None:
     dcfg = data_cfg(augment=augment, pad=1)
     data = toy_data(dcfg)
     teachers = toy_teachers()
@@ -74,8 +81,9 @@ def test_every_slot_is_the_reference_transform_of_its_sample(tmp_path: Path) -> 
     params = cached.spec.slot_params()
     assert params.shape == (50, 3) and params[:, :2].max() == 4
     for index in (0, 5):
-        images = torch.stack([reference_transform(loader.images[index], int(dx), int(dy), bool(f), 2)
-                              for dx, dy, f in params.tolist()])
+        images = torch.stack(
+            [reference_transform(loader.images[index], int(dx), int(dy), bool(f), 2) for dx, dy, f in params.tolist()]
+        )
         online = ensemble_targets([t.model for t in teachers], normalize(images, loader.mean, loader.std), 1.0)
         flat = cached.flat_index(torch.full((50,), index), params)
         assert_close(cached.lookup(flat), online, atol=1e-5, rtol=1e-5)
@@ -130,9 +138,11 @@ def test_key_covers_augmentation_data_and_target(tmp_path: Path) -> None:
     reference = key()
     assert key() == reference and key(mcfg=method_cfg(d_lr=0.5, cache_crops=3)) == reference
     changed = [
-        key(data_cfg(augment="pad_crop_flip", pad=2)), key(data_cfg(augment="pad_crop", pad=1)),
+        key(data_cfg(augment="pad_crop_flip", pad=2)),
+        key(data_cfg(augment="pad_crop", pad=1)),
         key(data_cfg(augment="pad_crop_flip", pad=1, train_size=41)),
-        key(mcfg=method_cfg(temperature=4.0)), key(mcfg=method_cfg(cache_dtype="float32")),
+        key(mcfg=method_cfg(temperature=4.0)),
+        key(mcfg=method_cfg(cache_dtype="float32")),
         key(mcfg=method_cfg(cache_topk=5)),
         cache_spec(toy_teachers((1, 3)), data.train, base_data, method_cfg(), 10).key,
         cache_spec(list(reversed(teachers)), data.train, base_data, method_cfg(), 10).key,
@@ -142,8 +152,7 @@ def test_key_covers_augmentation_data_and_target(tmp_path: Path) -> None:
     assert key(data_cfg(augment="flip", pad=1)) == key(data_cfg(augment="flip", pad=3))
 
 
-def test_interrupted_build_is_detected_and_completed_not_used(tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_build_is_detected_and_completed_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dcfg = data_cfg(augment="pad_crop_flip", pad=1, train_size=40)
     data = toy_data(dcfg)
     teachers = toy_teachers()
@@ -159,6 +168,7 @@ def test_interrupted_build_is_detected_and_completed_not_used(tmp_path: Path,
                 raise KeyboardInterrupt("killed")
             calls.append((start, end))
             return compute(start, end)
+
         return wrapped
 
     monkeypatch.setattr(source_module, "finite_chunks", interrupted)
@@ -177,6 +187,7 @@ def test_interrupted_build_is_detected_and_completed_not_used(tmp_path: Path,
         def wrapped(start: int, end: int) -> dict[str, torch.Tensor]:
             calls.append((start, end))
             return compute(start, end)
+
         return wrapped
 
     calls.clear()
@@ -215,8 +226,7 @@ def _flip_value_byte(path: Path, values: torch.Tensor) -> int:
     return offset
 
 
-def test_a_cache_with_flipped_bytes_is_rebuilt_not_trained_on(tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_cache_with_flipped_bytes_is_rebuilt_not_trained_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dcfg = data_cfg(augment="flip")
     data = toy_data(dcfg)
     teachers = toy_teachers()
@@ -242,6 +252,7 @@ def test_a_cache_with_flipped_bytes_is_rebuilt_not_trained_on(tmp_path: Path,
         def wrapped(start: int, end: int) -> dict[str, torch.Tensor]:
             calls.append((start, end))
             return compute(start, end)
+
         return wrapped
 
     monkeypatch.setattr(source_module, "finite_chunks", counting)
@@ -267,8 +278,9 @@ def test_a_cache_marked_before_block_checksums_is_checked_by_its_sha256(tmp_path
     assert "checksums" in json.loads(store.marker_path.read_text()), "the rebuilt cache has block checksums"
 
 
-def test_a_cache_damaged_again_right_after_its_build_is_refused(tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_cache_damaged_again_right_after_its_build_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from meal.errors import MealError
     from meal.softlabels import integrity
     from meal.softlabels import store as store_module
@@ -284,8 +296,9 @@ def test_a_cache_damaged_again_right_after_its_build_is_refused(tmp_path: Path,
     message = str(info.value)
     assert message.startswith(f"soft-label cache {tmp_path}/")
     assert ": soft_labels.pt is damaged: block 0 of 1 (bytes 0.." in message
-    assert message.endswith("right after it was built (check the disk it is on, then delete "
-                            f"{message.split()[2][:-1]} to build it again)")
+    assert message.endswith(
+        f"right after it was built (check the disk it is on, then delete {message.split()[2][:-1]} to build it again)"
+    )
 
 
 def _image_folder(root: Path, classes: int = 3, per_class: int = 3) -> None:
@@ -302,10 +315,23 @@ def _image_folder(root: Path, classes: int = 3, per_class: int = 3) -> None:
 
 def test_folder_cache_replays_stored_crop_boxes(tmp_path: Path) -> None:
     _image_folder(tmp_path / "images")
-    dcfg = OmegaConf.structured(DataConfig(
-        name="imagefolder", root=str(tmp_path / "images"), num_classes=3, in_channels=3, image_size=16, resize=18,
-        batch_size=4, eval_batch_size=8, workers=0, augment="random_resized_crop_flip", on_device=False,
-        mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25]))
+    dcfg = OmegaConf.structured(
+        DataConfig(
+            name="imagefolder",
+            root=str(tmp_path / "images"),
+            num_classes=3,
+            in_channels=3,
+            image_size=16,
+            resize=18,
+            batch_size=4,
+            eval_batch_size=8,
+            workers=0,
+            augment="random_resized_crop_flip",
+            on_device=False,
+            mean=[0.5, 0.5, 0.5],
+            std=[0.25, 0.25, 0.25],
+        )
+    )
     data = build_data(dcfg, tmp_path, 0, torch.device("cpu"))
     teachers = [Teacher(f"t{s}", toy_teacher(s, channels=3, size=16, classes=3)) for s in (1, 2)]
     cached = open_or_build(teachers, data, dcfg, method_cfg(cache_crops=3, cache_dtype="float32"), tmp_path / "c")
@@ -333,9 +359,22 @@ def test_command_builds_the_cache_ahead_and_finds_it_again(tmp_path: Path, capsy
 
     paths = save_teachers(tmp_path)
     members = ",".join(f"{{arch:fmnist_tiny,checkpoint:'{p}'}}" for p in paths)
-    args = ["--json", "method=kd", "data=synthetic", "data.in_channels=1", "data.image_size=12", "data.train_size=30",
-            "data.test_size=8", "data.mean=[0.5]", "data.std=[0.25]", "data.augment=pad_crop_flip", "data.pad=1",
-            "teachers=none", f"teachers.members=[{members}]", f"paths.cache_dir={tmp_path / 'cache'}"]
+    args = [
+        "--json",
+        "method=kd",
+        "data=synthetic",
+        "data.in_channels=1",
+        "data.image_size=12",
+        "data.train_size=30",
+        "data.test_size=8",
+        "data.mean=[0.5]",
+        "data.std=[0.25]",
+        "data.augment=pad_crop_flip",
+        "data.pad=1",
+        "teachers=none",
+        f"teachers.members=[{members}]",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
     assert main(args) == 0
     first = json.loads(capsys.readouterr().out)
     assert first["complete"] and first["slots"] == 18 and first["samples"] == 30 and first["kind"] == "finite"

@@ -21,13 +21,31 @@ CLASSES = 10
 SIZE = 12
 
 
-def data_cfg(augment: str = "pad_crop_flip", pad: int = 1, train_size: int = 40, batch_size: int = 16,
-             channels: int = 1, size: int = SIZE) -> DictConfig:
+def data_cfg(
+    augment: str = "pad_crop_flip",
+    pad: int = 1,
+    train_size: int = 40,
+    batch_size: int = 16,
+    channels: int = 1,
+    size: int = SIZE,
+) -> DictConfig:
     """A synthetic-data config."""
-    return OmegaConf.structured(DataConfig(
-        name="synthetic", num_classes=CLASSES, in_channels=channels, image_size=size, train_size=train_size,
-        test_size=16, batch_size=batch_size, eval_batch_size=64, augment=augment, pad=pad,
-        mean=[0.5] * channels, std=[0.25] * channels))
+    return OmegaConf.structured(
+        DataConfig(
+            name="synthetic",
+            num_classes=CLASSES,
+            in_channels=channels,
+            image_size=size,
+            train_size=train_size,
+            test_size=16,
+            batch_size=batch_size,
+            eval_batch_size=64,
+            augment=augment,
+            pad=pad,
+            mean=[0.5] * channels,
+            std=[0.25] * channels,
+        )
+    )
 
 
 def toy_data(cfg: DictConfig, seed: int = 0) -> DataBundle:
@@ -43,15 +61,17 @@ def sharpen(model: nn.Module, factor: float = 60.0) -> nn.Module:
     return model
 
 
-def toy_teacher(seed: int, channels: int = 1, size: int = SIZE, classes: int = CLASSES,
-                arch: str = "fmnist_tiny") -> nn.Module:
+def toy_teacher(
+    seed: int, channels: int = 1, size: int = SIZE, classes: int = CLASSES, arch: str = "fmnist_tiny"
+) -> nn.Module:
     """A frozen, randomly initialised small CNN."""
     torch.manual_seed(seed)
     return freeze(sharpen(build_model(arch, classes, channels, size)))
 
 
-def save_teachers(tmp_path: Path, seeds: tuple[int, ...] = (1, 2), channels: int = 1, size: int = SIZE,
-                  classes: int = CLASSES) -> list[Path]:
+def save_teachers(
+    tmp_path: Path, seeds: tuple[int, ...] = (1, 2), channels: int = 1, size: int = SIZE, classes: int = CLASSES
+) -> list[Path]:
     """Write teacher state-dict files (torchvision format) and return their paths."""
     paths = []
     for seed in seeds:
@@ -61,11 +81,17 @@ def save_teachers(tmp_path: Path, seeds: tuple[int, ...] = (1, 2), channels: int
     return paths
 
 
-def load_teacher_files(paths: list[Path], channels: int = 1, size: int = SIZE,
-                       classes: int = CLASSES) -> list[Teacher]:
+def load_teacher_files(paths: list[Path], channels: int = 1, size: int = SIZE, classes: int = CLASSES) -> list[Teacher]:
     """Teachers loaded from files, carrying their files' SHA-256 as the zoo does."""
-    return [Teacher(p.stem, freeze(build_model("fmnist_tiny", classes, channels, size, pretrained=str(p))),
-                    str(p), file_sha256(p)) for p in paths]
+    return [
+        Teacher(
+            p.stem,
+            freeze(build_model("fmnist_tiny", classes, channels, size, pretrained=str(p))),
+            str(p),
+            file_sha256(p),
+        )
+        for p in paths
+    ]
 
 
 def toy_teachers(seeds: tuple[int, ...] = (1, 2), channels: int = 1, size: int = SIZE) -> list[Teacher]:

@@ -15,8 +15,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from meal.tracking.naming import run_group, run_name
 from tests.conftest import compose_config
 
-JOB_OVERRIDES = ["method=meal_v1", "method.gamma=[0.5]", "data.train_subset=1000", "trainer.epochs=2",
-                 "hydra/launcher=slurm", "logger.project=x", "seed=1"]
+JOB_OVERRIDES = [
+    "method=meal_v1",
+    "method.gamma=[0.5]",
+    "data.train_subset=1000",
+    "trainer.epochs=2",
+    "hydra/launcher=slurm",
+    "logger.project=x",
+    "seed=1",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -50,8 +57,16 @@ def test_single_run_name_lists_its_overrides(tmp_path: Path) -> None:
 
 def test_sweep_job_name_lists_the_swept_values_only(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    manifest = {"overrides": ["method=meal_v1", "method.gamma=[0.5],[1.0]", "data.train_subset=1000",
-                              "trainer.epochs=1,2", "seed=0,1"], "sweeper_params": None}
+    manifest = {
+        "overrides": [
+            "method=meal_v1",
+            "method.gamma=[0.5],[1.0]",
+            "data.train_subset=1000",
+            "trainer.epochs=1,2",
+            "seed=0,1",
+        ],
+        "sweeper_params": None,
+    }
     cfg = _as_sweep_job(sweep, manifest)
     assert run_name(cfg) == "meal_v1 fmnist_tiny<-fmnist_trio method.gamma=[0.5] trainer.epochs=2 s1"
     assert run_group(cfg, sweep / "0") == "quickstart/sweep"
@@ -65,5 +80,7 @@ def test_sweeper_params_count_as_swept(tmp_path: Path) -> None:
 
 def test_sweep_without_manifest_falls_back_to_all_overrides(tmp_path: Path) -> None:
     cfg = _as_sweep_job(tmp_path, None)
-    assert run_name(cfg) == "meal_v1 fmnist_tiny<-fmnist_trio method.gamma=[0.5] data.train_subset=1000 " \
-                            "trainer.epochs=2 s1"
+    assert (
+        run_name(cfg) == "meal_v1 fmnist_tiny<-fmnist_trio method.gamma=[0.5] data.train_subset=1000 "
+        "trainer.epochs=2 s1"
+    )

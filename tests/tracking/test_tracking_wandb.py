@@ -54,9 +54,7 @@ def test_offline_run_reads_back_history_summary_and_config(tmp_path: Path) -> No
     assert run["exit_code"] == 0
 
 
-def test_run_metadata_comes_from_arguments_and_overrides(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_run_metadata_comes_from_arguments_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
     real_init = wandb.init
 
@@ -151,9 +149,7 @@ def test_init_failure_leaves_a_working_null_tracker(
     tracker.summary({"top1": 1.0})
     tracker.mark_preempting()
     tracker.finish(exit_code=0)
-    assert warnings_of(caplog) == [
-        "W&B failed to start (RuntimeError: service failed); continuing with files only"
-    ]
+    assert warnings_of(caplog) == ["W&B failed to start (RuntimeError: service failed); continuing with files only"]
 
 
 def test_online_init_failure_falls_back_to_offline(
@@ -172,9 +168,7 @@ def test_online_init_failure_falls_back_to_offline(
     tracker.log({"loss": 1.0}, step=1)
     tracker.finish()
     (warning,) = warnings_of(caplog)
-    assert warning.startswith(
-        "W&B failed to start online (CommError: no route to host); falling back to offline mode"
-    )
+    assert warning.startswith("W&B failed to start online (CommError: no route to host); falling back to offline mode")
     run = read_wandb_run(tmp_path)
     assert run["run_id"] == tracker.run_id
     assert [row["loss"] for row in run["history"]] == [1.0]

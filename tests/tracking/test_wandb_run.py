@@ -16,8 +16,16 @@ pytestmark = pytest.mark.slow
 
 FMNIST_TINY = ["data.train_subset=1000", "data.test_subset=500", "trainer.log_every_steps=1", "logger=wandb"]
 STEPS_PER_EPOCH = 8  # ceil(1000 / 128)
-SYNTHETIC = ["data=synthetic", "data.train_size=256", "data.test_size=64", "data.in_channels=1",
-             "data.image_size=28", "data.mean=[0.5]", "data.std=[0.5]", "student=fmnist_tiny"]
+SYNTHETIC = [
+    "data=synthetic",
+    "data.train_size=256",
+    "data.test_size=64",
+    "data.in_channels=1",
+    "data.image_size=28",
+    "data.mean=[0.5]",
+    "data.std=[0.5]",
+    "student=fmnist_tiny",
+]
 
 
 @pytest.fixture
@@ -100,8 +108,18 @@ def test_history_summary_config_and_restart_in_the_same_run(tmp_path: Path, auto
 @needs_fashion_mnist
 def test_distillation_run_logs_losses_and_teacher_accuracy(tmp_path: Path, auto_env: dict[str, str]) -> None:
     run_dir = tmp_path / "meal_run"
-    _launch_ok(["method=meal_v1", "teachers=fmnist_single", "teachers.train_missing=true",
-                "teachers.training.epochs=1", *FMNIST_TINY, "trainer.epochs=1", f"hydra.run.dir={run_dir}"], auto_env)
+    _launch_ok(
+        [
+            "method=meal_v1",
+            "teachers=fmnist_single",
+            "teachers.train_missing=true",
+            "teachers.training.epochs=1",
+            *FMNIST_TINY,
+            "trainer.epochs=1",
+            f"hydra.run.dir={run_dir}",
+        ],
+        auto_env,
+    )
     result = json.loads((run_dir / "result.json").read_text())
     run = read_wandb_run(run_dir)
 
@@ -109,8 +127,11 @@ def test_distillation_run_logs_losses_and_teacher_accuracy(tmp_path: Path, auto_
     assert [row["_step"] for row in steps] == list(range(1, STEPS_PER_EPOCH + 1))
     for key in ("train/sim_loss", "train/adv_loss", "train/d_loss", "train/lr"):
         assert all(math.isfinite(row[key]) for row in steps), key
-    assert run["summary"]["teacher_top1"] == result["teacher_top1"] == {"fmnist_cnn-s0": pytest.approx(
-        result["teacher_top1"]["fmnist_cnn-s0"])}
+    assert (
+        run["summary"]["teacher_top1"]
+        == result["teacher_top1"]
+        == {"fmnist_cnn-s0": pytest.approx(result["teacher_top1"]["fmnist_cnn-s0"])}
+    )
     assert run["summary"]["ensemble_top1"] == pytest.approx(result["ensemble_top1"])
     assert run["summary"]["top1"] == pytest.approx(result["top1"])
     assert run["name"].startswith("meal_v1 fmnist_tiny<-fmnist_single ")
@@ -125,18 +146,28 @@ def test_distillation_run_logs_losses_and_teacher_accuracy(tmp_path: Path, auto_
 
 @pytest.mark.parametrize(
     ("overrides", "damaged_checkpoint", "message"),
-    [(["optim.lr=1e30"], False, "loss became nan"),
-     ([], True, "last.pt")],
+    [(["optim.lr=1e30"], False, "loss became nan"), ([], True, "last.pt")],
     ids=["nan-loss", "checkpoint-error-after-tracker-start"],
 )
-def test_failed_run_is_recorded_as_failed(tmp_path: Path, auto_env: dict[str, str], overrides: list[str],
-                                          damaged_checkpoint: bool, message: str) -> None:
+def test_failed_run_is_recorded_as_failed(
+    tmp_path: Path, auto_env: dict[str, str], overrides: list[str], damaged_checkpoint: bool, message: str
+) -> None:
     run_dir = tmp_path / "failing"
     if damaged_checkpoint:  # read at resume, after the tracker started: every config check has passed by then
         (run_dir / "checkpoints").mkdir(parents=True)
         (run_dir / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
-    proc = run_launch(["method=ce", "teachers=none", *SYNTHETIC, "trainer.epochs=1", "logger=wandb",
-                       *overrides, f"hydra.run.dir={run_dir}"], auto_env)
+    proc = run_launch(
+        [
+            "method=ce",
+            "teachers=none",
+            *SYNTHETIC,
+            "trainer.epochs=1",
+            "logger=wandb",
+            *overrides,
+            f"hydra.run.dir={run_dir}",
+        ],
+        auto_env,
+    )
 
     output = proc.stdout + proc.stderr
     assert proc.returncode == 2 and message in output, output[-3000:]

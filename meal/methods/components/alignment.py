@@ -57,9 +57,7 @@ def _check_out_dim(out_dim: int | None) -> None:
     if out_dim is None:
         return
     if isinstance(out_dim, bool) or not isinstance(out_dim, int) or out_dim < 1:
-        raise ConfigError(
-            "method.out_dims", f"each out_dim must be a positive integer or null, got {out_dim!r}"
-        )
+        raise ConfigError("method.out_dims", f"each out_dim must be a positive integer or null, got {out_dim!r}")
 
 
 def _as_channels(feature: Tensor) -> Tensor:

@@ -57,9 +57,7 @@ def check_similarity_kind(kind: str) -> str:
 
 def _check_temperature(temperature: float) -> None:
     if not temperature > 0:
-        raise ConfigError(
-            "method.temperature", f"temperature must be > 0, got {temperature!r}", "use e.g. 1.0"
-        )
+        raise ConfigError("method.temperature", f"temperature must be > 0, got {temperature!r}", "use e.g. 1.0")
 
 
 def _check_pair(student: Tensor, target: Tensor, *, two_d: bool) -> None:

@@ -79,12 +79,8 @@ B3 = [-0.5, 0.25]
 
 
 def hand_forward(x: list[float]) -> list[float]:
-    h1 = [
-        max(0.0, sum(w * v for w, v in zip(row, x, strict=True)) + b) for row, b in zip(W1, B1, strict=True)
-    ]
-    h2 = [
-        max(0.0, sum(w * v for w, v in zip(row, h1, strict=True)) + b) for row, b in zip(W2, B2, strict=True)
-    ]
+    h1 = [max(0.0, sum(w * v for w, v in zip(row, x, strict=True)) + b) for row, b in zip(W1, B1, strict=True)]
+    h2 = [max(0.0, sum(w * v for w, v in zip(row, h1, strict=True)) + b) for row, b in zip(W2, B2, strict=True)]
     return [sum(w * v for w, v in zip(row, h2, strict=True)) + b for row, b in zip(W3, B3, strict=True)]
 
 

@@ -30,9 +30,14 @@ def _frozen(arch: str, seed: int = 0, size: int = 32, channels: int = 3) -> nn.M
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_cast_halves_weights_and_keeps_batchnorm_in_float32(dtype: torch.dtype) -> None:
     model = _frozen("resnet18")
+
     def bn_state() -> dict[str, torch.Tensor]:
-        return {f"{name}.{k}": v.clone() for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)
-                for k, v in m.state_dict().items()}
+        return {
+            f"{name}.{k}": v.clone()
+            for name, m in model.named_modules()
+            if isinstance(m, nn.BatchNorm2d)
+            for k, v in m.state_dict().items()
+        }
 
     bn_tensors = bn_state()
     before = _bytes(model)
@@ -100,8 +105,9 @@ def _train_steps(method: nn.Module, x: torch.Tensor, steps: int = 3) -> list[flo
     losses = []
     for step in range(steps):
         optimizer.zero_grad()
-        loss = method.training_step(Batch(x, torch.zeros(x.shape[0], dtype=torch.long), torch.arange(x.shape[0])),
-                                    step).loss
+        loss = method.training_step(
+            Batch(x, torch.zeros(x.shape[0], dtype=torch.long), torch.arange(x.shape[0])), step
+        ).loss
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
@@ -110,14 +116,22 @@ def _train_steps(method: nn.Module, x: torch.Tensor, steps: int = 3) -> list[flo
 
 @pytest.mark.parametrize("kind", ["meal_v1_blockwise", "meal_v2"])
 def test_methods_train_against_bf16_teachers_without_touching_them(kind: str) -> None:
-    teachers = [Teacher(f"t{i}", cast_frozen(_frozen(a, i, 28, 1), torch.bfloat16))
-                for i, a in enumerate(["fmnist_cnn", "fmnist_tiny"])]
+    teachers = [
+        Teacher(f"t{i}", cast_frozen(_frozen(a, i, 28, 1), torch.bfloat16))
+        for i, a in enumerate(["fmnist_cnn", "fmnist_tiny"])
+    ]
     before = [{k: v.clone() for k, v in t.model.state_dict().items()} for t in teachers]
     if kind == "meal_v2":
         cfg = OmegaConf.structured(MealV2MethodConfig())
     else:
-        cfg = OmegaConf.structured(MealV1MethodConfig(out_layer=[0, 1, 2, 3, 4], out_dims=[196, 49, 9, 32, 10],
-                                                      gamma=[0.01, 0.01, 0.05, 0.1, 1.0], eta=[0.1] * 5))
+        cfg = OmegaConf.structured(
+            MealV1MethodConfig(
+                out_layer=[0, 1, 2, 3, 4],
+                out_dims=[196, 49, 9, 32, 10],
+                gamma=[0.01, 0.01, 0.05, 0.1, 1.0],
+                eta=[0.1] * 5,
+            )
+        )
     torch.manual_seed(0)
     method = build_method(cfg, build_model("fmnist_tiny", 10, 1, 28), teachers, 10, 0)
     method.train()

@@ -84,12 +84,8 @@ def test_soft_l1_l2_compare_softmaxes(tau: float) -> None:
     s, t = tensors()
     ps = [softmax_row(r, tau) for r in S]
     pt = [softmax_row(r, tau) for r in T]
-    assert similarity_loss(s, t, "l1_soft", tau).item() == pytest.approx(
-        hand_elementwise(ps, pt, 1), rel=1e-12
-    )
-    assert similarity_loss(s, t, "l2_soft", tau).item() == pytest.approx(
-        hand_elementwise(ps, pt, 2), rel=1e-12
-    )
+    assert similarity_loss(s, t, "l1_soft", tau).item() == pytest.approx(hand_elementwise(ps, pt, 1), rel=1e-12)
+    assert similarity_loss(s, t, "l2_soft", tau).item() == pytest.approx(hand_elementwise(ps, pt, 2), rel=1e-12)
 
 
 @pytest.mark.parametrize("kind", SIMILARITY_KINDS)
@@ -124,9 +120,7 @@ def test_soft_targets_with_zero_probability() -> None:
     for srow, prow in zip(s.tolist(), pl, strict=True):
         q = softmax_row(srow)
         ce_rows.append(-sum(pi * math.log(qi) for pi, qi in zip(prow, q, strict=True)))
-        kl_rows.append(
-            sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(prow, q, strict=True) if pi > 0)
-        )
+        kl_rows.append(sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(prow, q, strict=True) if pi > 0))
     ce = soft_cross_entropy(s, p)
     kl = kl_to_probs(s, p)
     assert ce.item() == pytest.approx(sum(ce_rows) / 2, rel=1e-12)
