@@ -1,6 +1,6 @@
 """Print the results suite's tables (experiments/README.md) from the archived runs.
 
-    python experiments/suite/tables.py [RUNS_DIR]     # default: experiments/results/runs
+    python experiments/suite/tables.py [RUNS_DIR] [--plots DIR]     # default: experiments/results/runs
 
 Each table is one `meal.report` aggregation (the same code as `python -m meal.report ... --baseline`),
 laid out with readable row names; every number comes from the runs' result.json files.
@@ -8,12 +8,15 @@ laid out with readable row names; every number comes from the runs' result.json 
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from meal.reporting import ConfigRow, ReportError, aggregate, collect_runs, find_baseline
+from meal.reporting.plots import plot_configurations
 from meal.reporting.write import comparisons, format_interval, format_p, format_summary
 
 METHOD_KEY = "suite/fmnist_method"
@@ -75,11 +78,11 @@ ABLATIONS: dict[str, Ablation] = {
         "ablation_adversarial",
         "meal_v1",
         "method.adversarial",
-        "grl (gradient reversal)",
-        {"none": "none (no discriminator)", "alternating": "alternating steps", "joint": "joint (published)"},
+        "grl, gradient reversal",
+        {"none": "none, no discriminator", "alternating": "alternating steps"},
     ),
     "similarity (MEAL v1 on the logits)": Ablation(
-        "ablation_similarity", "meal_v1", "method.similarity", "ce (soft cross-entropy)", {"l2": "l2 on the logits"}
+        "ablation_similarity", "meal_v1", "method.similarity", "ce, soft cross-entropy", {"l2": "l2 on the logits"}
     ),
     "LR schedule (MEAL v1 on the logits)": Ablation(
         "ablation_schedule", "meal_v1", "schedule", "cosine", {"multistep": "step: x0.1 for the last epoch"}
@@ -89,7 +92,7 @@ ABLATIONS: dict[str, Ablation] = {
         "meal_v1_blockwise",
         "method.gamma",
         "published gamma (0.001, 0.01, 0.05, 0.1, 1)",
-        {"[0.0, 0.0, 0.0, 0.0, 1.0]": "similarity on the logits only"},
+        {"[0.0,0.0,0.0,0.0,1.0]": "similarity on the logits only"},
     ),
     "distilled blocks (MEAL v1)": Ablation(
         "ablation_out_layer",
@@ -101,9 +104,10 @@ ABLATIONS: dict[str, Ablation] = {
 }
 
 
-def ablation_table(runs_dir: Path, spec: Ablation) -> str:
+def ablation_table(runs_dir: Path, spec: Ablation, plot: Path | None = None) -> str:
     """The markdown table of one ablation: the reference row from the main table and each alternative,
-    with the paired difference to the reference (same seeds)."""
+    with the paired difference to the reference (same seeds). With `plot`, each row's mean and 95%
+    interval are drawn there too."""
     sweeps = [runs_dir / s for s in (*MAIN_SWEEPS, spec.sweep)]
     if not all(path.is_dir() for path in sweeps):
         return f"(not run yet: {spec.sweep})"
@@ -120,12 +124,12 @@ def ablation_table(runs_dir: Path, spec: Ablation) -> str:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     ordered = [reference[0], *(row for row in rows if row is not reference[0])]
-    for row, comparison in zip(ordered, comparisons(ordered, reference[0], "top1"), strict=True):
-        name = (
-            spec.reference + " (reference)"
-            if row is reference[0]
-            else spec.names.get(row.params.get(spec.key, ""), row.params.get(spec.key, ""))
-        )
+    names = [spec.reference + " (reference)"]
+    names += [spec.names.get(row.params.get(spec.key, ""), row.params.get(spec.key, "")) for row in ordered[1:]]
+    if plot is not None:  # the same rows under their readable names
+        named = [dataclasses.replace(row, params={"setting": name}) for row, name in zip(ordered, names, strict=True)]
+        plot_configurations(named, plot, "top1", baseline=named[0])
+    for row, name, comparison in zip(ordered, names, comparisons(ordered, reference[0], "top1"), strict=True):
         cells = [name, str(row.n), format_summary(row.stats["top1"])]
         if comparison is None:
             cells += ["", "", ""]
@@ -192,12 +196,20 @@ def table(runs_dir: Path, spec: Table) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    """Print every table of :data:`TABLES` and :data:`ABLATIONS`."""
-    runs_dir = Path(argv[0]) if argv else Path(__file__).resolve().parents[1] / "results" / "runs"
+    """Print every table of :data:`TABLES` and :data:`ABLATIONS`; with ``--plots DIR`` also draw each
+    ablation's rows into ``DIR/ablation_<sweep>.png``."""
+    parser = argparse.ArgumentParser(prog="python experiments/suite/tables.py", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "runs_dir", nargs="?", type=Path, default=Path(__file__).resolve().parents[1] / "results" / "runs"
+    )
+    parser.add_argument("--plots", type=Path, help="folder for the ablations' plots")
+    args = parser.parse_args(argv)
     for title, spec in TABLES.items():
-        sys.stdout.write(f"### {title}\n\n{table(runs_dir, spec)}\n\n")
+        sys.stdout.write(f"### {title}\n\n{table(args.runs_dir, spec)}\n\n")
     for title, ablation in ABLATIONS.items():
-        sys.stdout.write(f"### Ablation: {title}, fmnist_tiny, seeds 0-2\n\n{ablation_table(runs_dir, ablation)}\n\n")
+        plot = args.plots / f"{ablation.sweep}.png" if args.plots else None
+        text = ablation_table(args.runs_dir, ablation, plot)
+        sys.stdout.write(f"### Ablation: {title}, fmnist_tiny, seeds 0-2\n\n{text}\n\n")
     return 0
 
 
