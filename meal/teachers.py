@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from meal.core.teacher import Teacher
 from meal.engine.checkpoint import atomic_write_bytes, atomic_write_json, file_sha256
 from meal.errors import CheckpointError, ConfigError, MealError
-from meal.methods.base import Teacher
 from meal.models import build_model
 
 log = logging.getLogger(__name__)

@@ -69,9 +69,9 @@ def build_pieces(cfg: DictConfig, student: bool = True, random_teachers: bool = 
     teacher architectures with random weights instead (for speed measurements only).
     """
     from meal.app import _build_student, _train_teacher
+    from meal.core.teacher import Teacher
     from meal.data import build_data
     from meal.engine.environment import configure_determinism, seed_everything, select_device
-    from meal.methods.base import Teacher
     from meal.models import build_model
     from meal.preflight import check_before_work
     from meal.teachers import freeze, load_teachers, member_name

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from meal.methods.components.frozen import weight_dtype
 from omegaconf import OmegaConf
 
 from meal.app import train
 from meal.config.schema import TrainerConfig
+from meal.core.frozen import weight_dtype
 from meal.data.augment import apply_params, reference_transform, sample_params
 from meal.data.batch import Batch
 from meal.engine.acceleration import accelerate

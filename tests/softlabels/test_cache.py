@@ -11,9 +11,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from meal.config.schema import DataConfig
+from meal.core.teacher import Teacher
 from meal.data import build_data
 from meal.data.augment import normalize, reference_transform
-from meal.methods.base import Teacher
 from meal.softlabels import CacheStore, ensemble_targets, open_or_build
 from meal.softlabels import source as source_module
 from meal.softlabels.spec import cache_spec

@@ -10,9 +10,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from meal.config.schema import DataConfig
+from meal.core.teacher import Teacher
 from meal.data import DataBundle, build_data
 from meal.engine.checkpoint import file_sha256
-from meal.methods.base import Teacher
 from meal.methods.registry import method_class
 from meal.models import build_model
 from meal.teachers import freeze
