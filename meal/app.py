@@ -75,7 +75,7 @@ def run(cfg: DictConfig) -> float:
     return float(value) if value is not None else math.nan
 
 
-def _train_teacher(cfg: DictConfig, member: Any, target: Path) -> None:
+def train_missing_teacher(cfg: DictConfig, member: Any, target: Path) -> None:
     """Train one missing zoo teacher as an ordinary `method=ce` run in the zoo's runs/ folder."""
     t = cfg.teachers.training
     teacher_cfg = copy.deepcopy(cfg)
@@ -191,7 +191,8 @@ def _check_zoo_target(cfg: DictConfig, run_dir: Path) -> Path | None:
     return target
 
 
-def _build_student(cfg: DictConfig, data: DataBundle, device: torch.device) -> torch.nn.Module:
+def build_student(cfg: DictConfig, data: DataBundle, device: torch.device) -> torch.nn.Module:
+    """The run's student (`student.arch`, from `student.pretrained` when set) on `device`."""
     s = cfg.student
     return build_model(
         s.arch,
@@ -228,10 +229,12 @@ def _train(cfg: DictConfig, run_dir: Path, job_type: str, started: float, dist: 
     device = select_device(cfg.trainer.device) if dist.device is None else dist.device
     data = build_data(cfg.data, Path(cfg.paths.data_dir), int(cfg.seed), device, dist.rank, dist.world_size)
     check_not_empty(cfg.data, data)
-    student = _build_student(cfg, data, device)
+    student = build_student(cfg, data, device)
     method_type = method_class(cfg.method.name)
     teachers = (
-        load_teachers(cfg, data, device, lambda m, p: _train_teacher(cfg, m, p)) if method_type.uses_teachers else []
+        load_teachers(cfg, data, device, lambda m, p: train_missing_teacher(cfg, m, p))
+        if method_type.uses_teachers
+        else []
     )
     method = build_method(cfg.method, student, teachers, data.num_classes, int(cfg.seed)).to(device)
     method.prepare(data, cfg)
@@ -316,4 +319,4 @@ def _train(cfg: DictConfig, run_dir: Path, job_type: str, started: float, dist: 
         distributed.teardown(dist, barrier=exit_code == 0)
 
 
-__all__ = ["main", "run", "train"]
+__all__ = ["build_student", "main", "run", "train", "train_missing_teacher"]

@@ -88,3 +88,12 @@ def test_engine_and_methods_do_not_import_each_other() -> None:
     assert "meal.methods" not in edges["meal.engine"]
     assert "meal.engine" not in edges["meal.methods"]
     assert "meal.methods" not in edges["meal.softlabels"]
+
+
+def test_no_module_imports_another_ones_private_names() -> None:
+    private = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("meal"):
+                private += [f"{path.name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    assert private == []

@@ -32,7 +32,7 @@ def _nothing_may_load(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(meal.app, "build_data", refuse)
     monkeypatch.setattr(meal.app, "load_teachers", refuse)
-    monkeypatch.setattr(meal.app, "_train_teacher", refuse)
+    monkeypatch.setattr(meal.app, "train_missing_teacher", refuse)
 
 
 def test_an_out_of_range_out_layer_is_refused_before_data_teachers_or_files(

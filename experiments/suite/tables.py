@@ -28,6 +28,7 @@ METHODS = {
     "meal_v1": "MEAL v1, logits",
     "meal_v1_blockwise": "MEAL v1, every block",
     "meal_v2": "MEAL V2",
+    "dkd": "DKD",
 }
 TEACHER_SETS = {"fmnist_strong_single": "1 teacher", "fmnist_strong_pair": "2 teachers", "fmnist_strong": "3 teachers"}
 
@@ -41,11 +42,17 @@ class Table:
     seeds: tuple[str, ...] | None = None
     methods: tuple[str, ...] | None = None
     required: tuple[str, ...] = ()
+    plot: str | None = None
 
 
 TABLES: dict[str, Table] = {
     "fmnist_tiny, from scratch": Table(("scratch_tiny_ce", "scratch_tiny_kdv2", "scratch_tiny_v1"), "ce"),
-    "fmnist_tiny, fine-tuning the CE student": Table(("finetune_tiny", "finetune_tiny_v2"), "ce_plain"),
+    "fmnist_tiny, fine-tuning the CE student, LR 0.03 (chosen on the validation split)": Table(
+        ("finetune_tiny_lr03", "finetune_tiny_lr03_v2"), "ce_plain"
+    ),
+    "fmnist_tiny, fine-tuning the CE student, LR 0.01 (set before the LR was tuned)": Table(
+        ("finetune_tiny", "finetune_tiny_v2"), "ce_plain"
+    ),
     "fmnist_small, from scratch": Table(("scratch_small_ce", "scratch_small_kdv2"), "ce"),
     "fmnist_tiny, MEAL v1 on the logits with 1, 2 and 3 teachers (seeds 0-2)": Table(
         ("scratch_tiny_ce", "scratch_tiny_v1", "teachers_tiny_v1"),
@@ -53,6 +60,7 @@ TABLES: dict[str, Table] = {
         ("0", "1", "2"),
         ("ce", "meal_v1"),
         required=("teachers_tiny_v1",),
+        plot="teachers_tiny_v1",
     ),
 }
 
@@ -156,7 +164,7 @@ def _order(row: ConfigRow) -> tuple[int, int]:
     return list(METHODS).index(row.params[METHOD_KEY]), rank
 
 
-def table(runs_dir: Path, spec: Table) -> str:
+def table(runs_dir: Path, spec: Table, plots: Path | None = None) -> str:
     """The markdown table of one comparison: test and validation top-1 per row, difference to the baseline."""
     present = [str(runs_dir / s) for s in spec.sweeps if (runs_dir / s).is_dir()]
     missing = [s for s in spec.required if not (runs_dir / s).is_dir()]
@@ -177,6 +185,9 @@ def table(runs_dir: Path, spec: Table) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     pairs = sorted(zip(rows, comparisons(rows, baseline, "top1"), strict=True), key=lambda pair: _order(pair[0]))
+    if plots is not None and spec.plot is not None:  # the rows under their table names
+        named = {id(row): dataclasses.replace(row, params={"run": _label(row)}) for row, _ in pairs}
+        plot_configurations([named[id(r)] for r, _ in pairs], plots / f"{spec.plot}.png", "top1", named[id(baseline)])
     for row, comparison in pairs:
         ci = row.interval("top1")
         cells = [
@@ -205,7 +216,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--plots", type=Path, help="folder for the ablations' plots")
     args = parser.parse_args(argv)
     for title, spec in TABLES.items():
-        sys.stdout.write(f"### {title}\n\n{table(args.runs_dir, spec)}\n\n")
+        sys.stdout.write(f"### {title}\n\n{table(args.runs_dir, spec, args.plots)}\n\n")
     for title, ablation in ABLATIONS.items():
         plot = args.plots / f"{ablation.sweep}.png" if args.plots else None
         text = ablation_table(args.runs_dir, ablation, plot)

@@ -68,7 +68,7 @@ def build_pieces(cfg: DictConfig, student: bool = True, random_teachers: bool = 
     Missing zoo teachers are trained first when the teacher set allows it. `random_teachers` builds the
     teacher architectures with random weights instead (for speed measurements only).
     """
-    from meal.app import _build_student, _train_teacher
+    from meal.app import build_student, train_missing_teacher
     from meal.core.teacher import Teacher
     from meal.data import build_data
     from meal.engine.environment import configure_determinism, seed_everything, select_device
@@ -83,7 +83,7 @@ def build_pieces(cfg: DictConfig, student: bool = True, random_teachers: bool = 
     configure_determinism(cfg.trainer.deterministic)
     device = select_device(cfg.trainer.device)
     data = build_data(cfg.data, Path(cfg.paths.data_dir), int(cfg.seed), device)
-    model = _build_student(cfg, data, device) if student else None
+    model = build_student(cfg, data, device) if student else None
     if random_teachers:
         teachers = [
             Teacher(
@@ -97,7 +97,7 @@ def build_pieces(cfg: DictConfig, student: bool = True, random_teachers: bool = 
             for i, m in enumerate(cfg.teachers.members)
         ]
     else:
-        teachers = load_teachers(cfg, data, device, lambda m, p: _train_teacher(cfg, m, p))
+        teachers = load_teachers(cfg, data, device, lambda m, p: train_missing_teacher(cfg, m, p))
     return RunPieces(device, data, model, teachers)
 
 
