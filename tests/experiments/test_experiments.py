@@ -256,7 +256,7 @@ def _suite_job(*overrides: str) -> dict[str, Any]:
 def test_suite_methods_share_data_student_budget_and_teachers() -> None:
     """Within a protocol only the method (and, for the label-only runs, the teachers) differ."""
     for protocol, methods in (
-        ("fmnist_scratch", ("ce", "kd", "meal_v1", "meal_v1_blockwise", "meal_v2")),
+        ("fmnist_scratch", ("ce", "kd", "meal_v1", "meal_v1_blockwise", "meal_v2", "dkd")),
         ("fmnist_finetune", ("ce_plain", "kd", "meal_v2")),
     ):
         jobs = {m: _suite_job(f"suite={protocol}", f"+suite/fmnist_method={m}") for m in methods}
@@ -275,8 +275,9 @@ def test_suite_methods_share_data_student_budget_and_teachers() -> None:
             assert (job["teachers"]["name"] == "fmnist_strong") == uses_teachers
         data = jobs["kd"]["data"]
         assert (data["train_subset"], data["val_split"], data["augment"]) == (None, 0.1, "none")
-        for method in ("kd", "meal_v2"):
-            assert jobs[method]["method"]["soft_labels"] == "cached"
+        for method in ("kd", "meal_v2", "dkd"):
+            if method in jobs:
+                assert jobs[method]["method"]["soft_labels"] == "cached"
     scratch = _suite_job("suite=fmnist_scratch", "+suite/fmnist_method=ce")
     assert (scratch["trainer"]["export_to_zoo"], scratch["trainer"]["zoo_recipe"]) == (True, "suite_scratch")
 
