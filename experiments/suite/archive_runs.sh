@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Copy the small files of every run of the suite's sweeps (result.json, metrics.jsonl, Hydra's
-# config.yaml and overrides.yaml, the sweep manifests) into experiments/results/runs/<sweep>/, where
-# `python -m meal.report` reads them like the sweep directories themselves. Checkpoints, W&B files and
+# config.yaml, overrides.yaml and hydra.yaml, which holds the config-group choices, and the sweep
+# manifests) into experiments/results/runs/<sweep>/, where `python -m meal.report` reads them like
+# the sweep directories themselves. Checkpoints, W&B files and
 # logs stay behind.
 #
 #   bash experiments/suite/archive_runs.sh [SWEEPS_DIR]     # default: multirun/suite
@@ -18,7 +19,7 @@ for sweep in "$src"/*/; do
     out="$dst/$name/$(basename "$job")"
     mkdir -p "$out/.hydra"
     cp "$job/result.json" "$job/metrics.jsonl" "$out/"
-    cp "$job/.hydra/config.yaml" "$job/.hydra/overrides.yaml" "$out/.hydra/"
+    cp "$job/.hydra/config.yaml" "$job/.hydra/overrides.yaml" "$job/.hydra/hydra.yaml" "$out/.hydra/"
   done
   for manifest in "$sweep"manifest*.json; do
     [ -f "$manifest" ] && cp "$manifest" "$dst/$name/"

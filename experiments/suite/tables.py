@@ -46,7 +46,9 @@ class Table:
 
 
 TABLES: dict[str, Table] = {
-    "fmnist_tiny, from scratch": Table(("scratch_tiny_ce", "scratch_tiny_kdv2", "scratch_tiny_v1"), "ce"),
+    "fmnist_tiny, from scratch": Table(
+        ("scratch_tiny_ce", "scratch_tiny_kdv2", "scratch_tiny_v1", "scratch_tiny_dkd"), "ce"
+    ),
     "fmnist_tiny, fine-tuning the CE student, LR 0.03 (chosen on the validation split)": Table(
         ("finetune_tiny_lr03", "finetune_tiny_lr03_v2"), "ce_plain"
     ),
