@@ -149,6 +149,23 @@ def _result(
     }
 
 
+def _kept_from_earlier_start(run_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """`result` for a start that took no training step (a finished run started again, e.g. by re-running its
+    sweep): the run's wall time is the one its result.json recorded, not this start's seconds, and a figure
+    this start cannot know (a checkpoint from an older meal lacks it) keeps its recorded value."""
+    try:
+        earlier = json.loads((run_dir / "result.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return result
+    if not isinstance(earlier, dict) or earlier.get("steps") != result["steps"]:
+        return result
+    kept = dict(result)
+    if earlier.get("wall_s") is not None:
+        kept["wall_s"] = earlier["wall_s"]
+    kept |= {key: value for key, value in earlier.items() if kept.get(key) is None and value is not None}
+    return kept
+
+
 def _print_table(result: dict[str, Any]) -> None:
     rows = [("student " + result["student"], result["top1"], result["top5"])]
     rows += [(f"teacher {name}", top1, None) for name, top1 in result["teacher_top1"].items()]
@@ -274,6 +291,7 @@ def _train(cfg: DictConfig, run_dir: Path, job_type: str, started: float, dist: 
             schedule_stretch=stretch,
         )
         trainer.resume()
+        resumed_at = trainer.state.global_step
         if teachers and "teacher_eval" not in extra and dist.rank == 0:
             per_teacher, ensemble = evaluate_teachers([(t.name, t.model) for t in teachers], data.test)
             extra["teacher_eval"] = {"teacher_top1": per_teacher, "ensemble_top1": ensemble}
@@ -287,6 +305,8 @@ def _train(cfg: DictConfig, run_dir: Path, job_type: str, started: float, dist: 
         )
         result |= _final_figures(cfg, state, epochs, method, teachers, data)
         result["world_size"] = dist.world_size
+        if state.global_step == resumed_at:  # a start that trained nothing: keep what the run recorded
+            result = _kept_from_earlier_start(run_dir, result)
         write_result(run_dir, result)
         tracker.summary(dict(result))  # every field, lists and nulls included: W&B stores them as JSON
         _print_table(result)

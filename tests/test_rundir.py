@@ -131,3 +131,22 @@ def test_a_teacher_run_waits_for_the_directory_instead_of_being_refused(tmp_path
     holder.wait(timeout=30)
     assert time.monotonic() - started >= 1.5, "it waited for the holder"
     assert result["status"] == "completed" and (run / RESOLVED_CONFIG).is_file()
+
+
+def test_a_finished_run_started_again_keeps_its_recorded_wall_time_and_figures(tmp_path: Path) -> None:
+    """Re-running a completed sweep starts each finished job again; it trains nothing and must not replace the
+    run's wall time with that start's few seconds, nor drop a figure an older checkpoint does not hold."""
+    run = tmp_path / "run"
+    first = train(compose_config(TINY, run), run)
+    assert first["status"] == "completed"
+    recorded = json.loads((run / "result.json").read_text())
+    recorded |= {"wall_s": 1234.5, "best_epoch": 1}
+    (run / "result.json").write_text(json.dumps(recorded))
+    ckpt_path = run / "checkpoints" / "last.pt"
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    ckpt.pop("best_epoch", None)  # as written by an older meal
+    torch.save(ckpt, ckpt_path)
+    again = train(compose_config(TINY, run), run)
+    saved = json.loads((run / "result.json").read_text())
+    assert again["steps"] == first["steps"] and again["top1"] == first["top1"]
+    assert saved["wall_s"] == 1234.5 and saved["best_epoch"] == 1
