@@ -36,7 +36,7 @@ def check_before_work(cfg: Any) -> None:
     if method.uses_teachers and not members:
         raise ConfigError(
             "teachers",
-            f"method '{method.name}' needs at least one teacher, but teachers={cfg.teachers.name} has none",
+            f"method '{method.name}' needs teachers but the set '{cfg.teachers.name}' is empty",
             "choose a teacher set, e.g. teachers=fmnist_trio, or method=ce",
         )
     d = cfg.data

@@ -65,8 +65,7 @@ def test_a_distillation_method_without_teachers_is_refused_before_work(method: s
     cfg = compose_config([f"method={method}", "teachers=none"])
     with pytest.raises(
         ConfigError,
-        match=rf"^teachers: method '{method}' needs at least one teacher, "
-        r"but teachers=none has none",
+        match=rf"^teachers: method '{method}' needs teachers but the set 'none' is empty \(choose a teacher set",
     ):
         check_before_work(cfg)
 

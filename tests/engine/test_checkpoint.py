@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import meal.core.io as atomic_io
 from meal.engine import checkpoint as ckpt
 from meal.errors import CheckpointError
 
@@ -35,7 +36,7 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pyt
     path = tmp_path / "last.pt"
     ckpt.save_checkpoint(path, {"step": 1})
 
-    monkeypatch.setattr(ckpt.os, "fdopen", lambda fd, mode: _FailingFile(fd))
+    monkeypatch.setattr(atomic_io.os, "fdopen", lambda fd, mode: _FailingFile(fd))
     with pytest.raises(
         CheckpointError,
         match=r"last\.pt: cannot write the checkpoint \(No space left on device\); "

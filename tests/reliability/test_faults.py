@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import torch
 
-import meal.engine.checkpoint as checkpoint_module
+import meal.core.io as atomic_io
 from meal.app import main, train
 from meal.engine.checkpoint import load_checkpoint
 from meal.engine.trainer import NonFiniteLossError
@@ -201,7 +201,7 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(
             r"last\.pt is kept \(free disk space",
         ),
     ):
-        patch.setattr(checkpoint_module.os, "fdopen", _FullDisk(fail_on=2))  # the save at the end of epoch 2
+        patch.setattr(atomic_io.os, "fdopen", _FullDisk(fail_on=2))  # the save at the end of epoch 2
         _run(run_dir)
     ckpt_dir = run_dir / "checkpoints"
     assert not list(ckpt_dir.glob(".*.tmp")), "the partial temporary file is removed"
