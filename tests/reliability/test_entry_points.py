@@ -102,6 +102,15 @@ def test_a_bad_input_ends_in_one_error_line(tmp_path: Path, args: list[str], key
     assert not (tmp_path / "run" / "result.json").exists()
 
 
+def _sigint_as_from_a_terminal() -> None:
+    """In the child: SIGINT with its default disposition and unblocked, as a shell starts a command.
+
+    A child inherits an ignored or blocked SIGINT from the process that starts it; in the whole suite the
+    launched run once started with SIGINT not delivered and trained to the end."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_ctrl_c_before_training_ends_quietly_with_status_130(tmp_path: Path) -> None:
     """SIGINT as soon as Hydra has started the job (its .hydra/ record exists), before any training step."""
     run = tmp_path / "run"
@@ -115,7 +124,15 @@ def test_ctrl_c_before_training_ends_quietly_with_status_130(tmp_path: Path) -> 
         f"hydra.run.dir={run}",
     ]
     env = meal_environ(tmp_path) | {"OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=_sigint_as_from_a_terminal,
+    )
     deadline = time.monotonic() + TIMEOUT_S
     while not (run / ".hydra" / "config.yaml").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
