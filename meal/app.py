@@ -247,6 +247,8 @@ def _train(cfg: DictConfig, run_dir: Path, job_type: str, started: float, dist: 
     data = build_data(cfg.data, Path(cfg.paths.data_dir), int(cfg.seed), device, dist.rank, dist.world_size)
     check_not_empty(cfg.data, data)
     student = build_student(cfg, data, device)
+    if cfg.trainer.sync_batchnorm:
+        distributed.sync_batchnorm(student, dist)
     method_type = method_class(cfg.method.name)
     teachers = (
         load_teachers(cfg, data, device, lambda m, p: train_missing_teacher(cfg, m, p))
@@ -257,6 +259,7 @@ def _train(cfg: DictConfig, run_dir: Path, job_type: str, started: float, dist: 
     method.prepare(data, cfg)
     accelerate(cfg.trainer, student, [(t.name, t.model) for t in teachers], device)
     if dist.world_size > 1:
+        method.distribute(distributed.data_parallel_wrapper(dist))
         seed_everything(int(cfg.seed) * 1000 + dist.rank)  # per-rank streams for dropout and the like
     epochs = resolve_epochs(cfg.trainer, cfg.schedule)
     stretch = method_type.schedule_stretch(cfg.method, len(teachers))
@@ -286,7 +289,6 @@ def _train(cfg: DictConfig, run_dir: Path, job_type: str, started: float, dist: 
             tracker=tracker,
             rank=dist.rank,
             world_size=dist.world_size,
-            grad_sync=dist.grad_sync,
             extra_state=extra,
             schedule_stretch=stretch,
         )

@@ -185,6 +185,7 @@ class TrainerConfig:
     max_skipped_steps: int = ranged(10, ge=0)
     export_to_zoo: bool = False
     zoo_recipe: str | None = None  # recipe name in the exported zoo file name: <arch>-s<seed>-<recipe>.pt
+    sync_batchnorm: bool = False  # on several processes: BatchNorm statistics of the whole global batch
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Data-parallel training across processes (torchrun, or one Slurm task per GPU).
 
-Each process is a rank; the global batch (`data.batch_size`) is split across ranks, gradients are
-averaged with an all-reduce after every backward pass, and only rank 0 evaluates, logs, tracks and
+Each process is a rank; the global batch (`data.batch_size`) is split across ranks. The student and every
+module a method trains run under :class:`torch.nn.parallel.DistributedDataParallel`, which averages their
+gradients in buckets while the backward pass runs; with `trainer.sync_batchnorm` the student's BatchNorm
+layers normalise with the whole global batch's statistics. Only rank 0 evaluates, logs, tracks and
 writes checkpoints and results.
 """
 
@@ -9,12 +11,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as torch_dist
+from torch import nn
+
+from meal.core.replica import Replica
+from meal.engine.sync_batchnorm import convert_sync_batchnorm
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +32,6 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device | None = None
-    grad_sync: Callable[[list[torch.nn.Parameter]], None] | None = None
     initialized_here: bool = False
 
 
@@ -59,18 +63,33 @@ def _slurm_master() -> None:
     os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000))
 
 
-def average_gradients(params: list[torch.nn.Parameter]) -> None:
-    """All-reduce and average the gradients of `params` across ranks (one flat buffer)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    torch_dist.all_reduce(flat)
-    flat /= torch_dist.get_world_size()
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
+def sync_batchnorm(model: nn.Module, info: DistInfo) -> int:
+    """Make `model`'s BatchNorm layers synchronise over the ranks (`trainer.sync_batchnorm`); return how
+    many layers now do. With one process there is nothing to synchronise and the model is left as it is."""
+    if info.world_size == 1:
+        return 0
+    device_type = next(model.parameters()).device.type
+    _, replaced = convert_sync_batchnorm(model, device_type)
+    log.info("trainer.sync_batchnorm: %d BatchNorm layers synchronised over %d ranks", replaced, info.world_size)
+    return replaced
+
+
+def data_parallel_wrapper(info: DistInfo) -> Any:
+    """A function that gives one trainable module its DistributedDataParallel replica on this process's device
+    (`wrap(module, find_unused_parameters)`); a module with no trainable parameter is returned as it is."""
+
+    def wrap(module: nn.Module, find_unused_parameters: bool = False) -> nn.Module:
+        if not any(p.requires_grad for p in module.parameters()):
+            return module
+        device_ids = [info.device.index] if info.device is not None and info.device.type == "cuda" else None
+        return Replica(
+            module,
+            device_ids=device_ids,
+            find_unused_parameters=find_unused_parameters,
+            gradient_as_bucket_view=True,
+        )
+
+    return wrap
 
 
 def from_rank0(value: Any) -> Any:
@@ -99,7 +118,7 @@ def setup() -> DistInfo:
         torch_dist.init_process_group("nccl" if device is not None else "gloo", rank=rank, world_size=world_size)
         initialized_here = True
     log.info("rank %d of %d (local rank %d)", rank, world_size, local_rank)
-    return DistInfo(rank, world_size, local_rank, device, average_gradients, initialized_here)
+    return DistInfo(rank, world_size, local_rank, device, initialized_here)
 
 
 def teardown(info: DistInfo, barrier: bool = False) -> None:

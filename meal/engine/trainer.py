@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,7 +74,6 @@ class Trainer:
         tracker: Any = None,
         rank: int = 0,
         world_size: int = 1,
-        grad_sync: Callable[[list[torch.nn.Parameter]], None] | None = None,
         extra_state: dict[str, Any] | None = None,
         schedule_stretch: float = 1.0,
     ) -> None:
@@ -91,7 +89,6 @@ class Trainer:
         self.tracker = tracker
         self.rank = rank
         self.world_size = world_size
-        self.grad_sync = grad_sync
         self.extra_state = extra_state if extra_state is not None else {}
         self.steps_per_epoch = len(data.train)
         self.total_steps = epochs * self.steps_per_epoch
@@ -233,9 +230,6 @@ class Trainer:
         logs, finite = self._read_logs(loss, out.logs)
         if not finite:
             return self._handle_nonfinite(logs["loss"])
-        params = [p for p in self.method.parameters() if p.grad is not None]
-        if self.grad_sync is not None:
-            self.grad_sync(params)
         stepped = [self.optimizer] + [e.optimizer for e in self.extras if e.stepped_by_engine]
         if self.tcfg.grad_clip is not None:
             for optimizer in stepped:

@@ -73,7 +73,7 @@ def discriminator_optimizer(cfg: Any, discriminators: nn.ModuleList) -> list[Ext
 
 def adversarial_loss(
     mode: str,
-    discriminators: nn.ModuleList,
+    discriminators: Sequence[nn.Module],
     student_feats: Sequence[Tensor],
     teacher_feats: Sequence[Tensor],
     etas: Sequence[float],

@@ -7,13 +7,14 @@ loss, back-propagates it, and steps the optimizers the method hands over.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from meal.core.replica import RefuseDirectTrainingCall
 from meal.core.teacher import Teacher
 from meal.data.batch import Batch
 
@@ -94,6 +95,7 @@ class Method(nn.Module):
         self.student = student
         self.teacher_list = list(teachers)
         self.num_classes = num_classes
+        self._replicas: dict[int, nn.Module] = {}  # id(module) -> its DistributedDataParallel wrapper
 
     def teacher_models(self) -> list[nn.Module]:
         """The frozen teacher networks (not registered as submodules: never saved or trained)."""
@@ -118,6 +120,36 @@ class Method(nn.Module):
         """What the student's optimizer (`optim=`) trains: the student's parameters and, in a method that
         adds trainable modules that learn with the student (e.g. a regressor on a hidden block), theirs."""
         return list(self.student.parameters())
+
+    def data_parallel_modules(self) -> list[nn.Module]:
+        """The modules a training step runs and trains: the student, and any module of the method's own that
+        learns (its discriminators, a regressor). Under data parallelism each gets a DistributedDataParallel
+        replica; the training step calls them through :meth:`replica`."""
+        return [self.student]
+
+    def may_leave_student_parameters_unused(self) -> bool:
+        """Whether a step can leave some student parameters without a gradient (a loss on hidden blocks
+        only); DistributedDataParallel then looks for such parameters after every backward pass."""
+        return False
+
+    def distribute(self, wrap: Callable[[nn.Module, bool], nn.Module]) -> None:
+        """Give each of :meth:`data_parallel_modules` its replica `wrap(module, find_unused_parameters)` (the
+        engine calls this when training on several processes). The modules themselves stay in place: their
+        weights, checkpoints and evaluation are unchanged; a training forward that bypasses the replica would
+        leave its gradients unsynchronised, so it is refused."""
+        for module in self.data_parallel_modules():
+            unused = module is self.student and self.may_leave_student_parameters_unused()
+            replica = wrap(module, unused)
+            if replica is not module:
+                self._replicas[id(module)] = replica
+                guard = RefuseDirectTrainingCall(replica)
+                for part in (module, *module.children()):  # the children too: a TappedModel's net, say
+                    part.register_forward_pre_hook(guard)
+
+    def replica(self, module: nn.Module) -> nn.Module:
+        """What a training step calls to run `module` (the student or one of the method's own modules): its
+        DistributedDataParallel replica when training on several processes, else the module itself."""
+        return self._replicas.get(id(module), module)
 
     def method_state(self) -> dict[str, Any]:
         """Everything to checkpoint besides the student: own modules and generator states."""

@@ -31,6 +31,6 @@ class CrossEntropy(Method):
 
     def training_step(self, batch: Batch, step: int) -> StepOutput:
         """Loss = CE(student(x), y)."""
-        logits = self.student(batch.x)
+        logits = self.replica(self.student)(batch.x)
         loss = nn.functional.cross_entropy(logits.float(), batch.y, label_smoothing=self.cfg.label_smoothing)
         return StepOutput(loss, {"ce": loss.detach()})

@@ -113,7 +113,7 @@ class DecoupledKD(Method):
 
     def training_step(self, batch: Batch, step: int) -> StepOutput:
         """``ce_weight * CE + w(step) * (alpha * TCKD + beta * NCKD)`` for one batch."""
-        logits = self.student(batch.x).float()
+        logits = self.replica(self.student)(batch.x).float()
         targets = self.soft_labels.targets(batch, batch.x)
         ce = F.cross_entropy(logits, batch.y)
         tckd, nckd = dkd_terms(logits, targets.probs, batch.y, self.temperature)

@@ -68,7 +68,7 @@ class KnowledgeDistillation(Method):
 
     def training_step(self, batch: Batch, step: int) -> StepOutput:
         """``(1 - alpha) * CE + alpha * tau^2 * KL`` for one batch."""
-        logits = self.student(batch.x).float()
+        logits = self.replica(self.student)(batch.x).float()
         targets = self.soft_labels.targets(batch, batch.x)
         ce = F.cross_entropy(logits, batch.y)
         kl = kl_to_probs(logits, targets.probs, self.temperature)

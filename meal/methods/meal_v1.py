@@ -153,6 +153,14 @@ class MealV1(Method):
         self._extras = discriminator_optimizer(cfg, self.discriminators)
         self.needs_taps = any(b != n_outputs - 1 for b in self.blocks)
 
+    def data_parallel_modules(self) -> list[nn.Module]:
+        """The student and the discriminators."""
+        return [self.student, *self.discriminators]
+
+    def may_leave_student_parameters_unused(self) -> bool:
+        """True when no selected block is the logits: the layers after the last selected block get no gradient."""
+        return len(self.student.tap_names) not in self.blocks
+
     def extra_optimizers(self) -> list[ExtraOptimizer]:
         """The discriminators' optimizer (none when `adversarial=none`)."""
         return self._extras
@@ -162,6 +170,14 @@ class MealV1(Method):
             outputs = model.forward_with_taps(x)
             return [outputs[b] for b in self.blocks]
         return [model(x)]
+
+    def _student_outputs(self, x: Tensor) -> list[Tensor]:
+        student = self.replica(self.student)
+        if not self.needs_taps:
+            return [student(x)]
+        # a replica runs the taps through its own forward, so that the reducer sees the step
+        outputs = self.student.forward_with_taps(x) if student is self.student else student(x, with_taps=True)
+        return [outputs[b] for b in self.blocks]
 
     def aligned(self, outputs: Sequence[Tensor]) -> list[Tensor]:
         """Align each selected block output to its `out_dims` length (float32)."""
@@ -181,12 +197,13 @@ class MealV1(Method):
 
     def training_step(self, batch: Batch, step: int) -> StepOutput:
         """Similarity + adversarial loss for one batch; labels are not used."""
-        student = self.aligned(self._outputs(self.student, batch.x))
+        student = self.aligned(self._student_outputs(batch.x))
         teacher = self.teacher_targets(batch.x)
         sims = [similarity_loss(s, t, self.cfg.similarity, self.cfg.temperature) for s, t in zip(student, teacher)]
         sim_loss = sum(g * s for g, s in zip(self.gammas, sims))
         d_opt = self._extras[0].optimizer if self._extras else None
-        adv, logs = adversarial_loss(self.cfg.adversarial, self.discriminators, student, teacher, self.etas, d_opt)
+        discriminators = [self.replica(d) for d in self.discriminators]
+        adv, logs = adversarial_loss(self.cfg.adversarial, discriminators, student, teacher, self.etas, d_opt)
         logs = {"sim_loss": sim_loss.detach(), **logs}
         if len(sims) > 1:
             logs |= {f"sim_block{b}": s.detach() for b, s in zip(self.blocks, sims)}

@@ -127,6 +127,10 @@ class MealV2(Method):
         self.soft_labels = SoftLabels(cfg, teachers, self.temperature)
         self.rng = np.random.default_rng(seed)
 
+    def data_parallel_modules(self) -> list[nn.Module]:
+        """The student and the discriminator."""
+        return [self.student, *self.discriminators]
+
     def extra_optimizers(self) -> list[ExtraOptimizer]:
         """The discriminator's optimizer (none when `adversarial=none`)."""
         return self._extras
@@ -149,15 +153,15 @@ class MealV2(Method):
         if p > 0 and (p >= 1.0 or self.rng.random() < p):
             x, perm, lam = cutmix(x, float(self.cfg.cutmix_alpha), self.rng)
             mix = (perm, lam)
-        logits = self.student(x).float()
+        logits = self.replica(self.student)(x).float()
         targets = self.soft_labels.targets(batch, x)
         if mix is not None and self.soft_labels.mode == "cached":
             targets = targets.mix(*mix)
         kd = self.distillation_loss(logits, targets.probs)
         d_opt = self._extras[0].optimizer if self._extras else None
-        adv, logs = adversarial_loss(
-            self.cfg.adversarial, self.discriminators, [logits], [targets.logits], [float(self.cfg.eta)], d_opt
-        )
+        discriminators = [self.replica(d) for d in self.discriminators]
+        etas = [float(self.cfg.eta)]
+        adv, logs = adversarial_loss(self.cfg.adversarial, discriminators, [logits], [targets.logits], etas, d_opt)
         return StepOutput(kd + adv, {"kd_loss": kd.detach(), **logs})
 
     def method_state(self) -> dict[str, Any]:
