@@ -18,6 +18,7 @@ from meal.config import register
 from meal.config.experiments import check_experiment_choices
 from meal.config.schema import TeachersConfig
 from meal.config.writable import check_writable
+from meal.core.result import COMPLETED, RESULT_FILE, STOPPED, Result
 from meal.data import DataBundle, build_data
 from meal.data.checks import check_not_empty
 from meal.engine import distributed
@@ -27,7 +28,7 @@ from meal.engine.evaluate import evaluate_teachers
 from meal.engine.schedule import resolve_epochs
 from meal.engine.trainer import Trainer, images_per_second
 from meal.entry import INTERRUPTED, USER_ERROR, error_line
-from meal.errors import ConfigError
+from meal.errors import ConfigError, ResultError
 from meal.evaluation import evaluate_classifier
 from meal.methods import build_method, method_class
 from meal.methods.ce import CEMethodConfig
@@ -102,7 +103,8 @@ def train_missing_teacher(cfg: DictConfig, member: Any, target: Path) -> None:
 def _final_figures(
     cfg: DictConfig, state: Any, epochs: int, method: Any, teachers: list, data: DataBundle
 ) -> dict[str, Any]:
-    """Calibration of the finished student on the test set and, for distillation, its agreement with the teachers.
+    """Calibration of the finished student on the test set and, for distillation, its agreement with the teachers,
+    as the :class:`Result` fields ``ece``, ``nll``, ``ensemble_agreement`` and ``teacher_agreement``.
 
     None (and no agreement) for a run stopped before its end: its weights are not the evaluated ones.
     """
@@ -115,68 +117,79 @@ def _final_figures(
 
 
 def _result(
-    cfg: DictConfig, state: Any, epochs: int, method: Any, teachers: list, teacher_eval: dict, wall: float, tracker: Any
-) -> dict[str, Any]:
+    cfg: DictConfig,
+    state: Any,
+    epochs: int,
+    method: Any,
+    teachers: list,
+    teacher_eval: dict,
+    wall: float,
+    tracker: Any,
+    figures: dict[str, Any],
+    world_size: int,
+) -> Result:
+    """The run's :class:`Result`; `figures` are :func:`_final_figures`' fields."""
     metric = objective_metric(cfg.trainer.objective, cfg.data.val_split)
-    return {
-        "method": cfg.method.name,
-        "student": cfg.student.arch,
-        "teachers": [t.name for t in teachers],
-        "teacher_set": cfg.teachers.name if teachers else None,
-        "dataset": cfg.data.name,
-        "seed": int(cfg.seed),
-        "epochs": state.epoch,
-        "steps": state.global_step,
-        "top1": state.last_eval.get("top1"),
-        "top5": state.last_eval.get("top5"),
-        "val_top1": state.last_eval.get("val_top1"),
-        "val_top5": state.last_eval.get("val_top5"),
-        "best_top1": state.best_top1,
-        "best_val_top1": state.best_val_top1,
-        "best_epoch": state.best_epoch,
-        "best_metric": metric,
-        "objective": metric,
-        "teacher_top1": teacher_eval.get("teacher_top1", {}),
-        "ensemble_top1": teacher_eval.get("ensemble_top1"),
-        "params": count_parameters(method.student),
-        "img_per_s": images_per_second(state),
-        "wall_s": wall,
-        "train_s": state.train_seconds,
-        "skipped_steps": state.skipped_steps,
-        "wandb_id": getattr(tracker, "run_id", None),
-        "experiment": cfg.experiment,
-        "status": "completed" if state.epoch >= epochs else "stopped",
-    }
+    return Result(
+        method=cfg.method.name,
+        student=cfg.student.arch,
+        teachers=[t.name for t in teachers],
+        teacher_set=cfg.teachers.name if teachers else None,
+        dataset=cfg.data.name,
+        seed=int(cfg.seed),
+        epochs=state.epoch,
+        steps=state.global_step,
+        top1=state.last_eval.get("top1"),
+        top5=state.last_eval.get("top5"),
+        val_top1=state.last_eval.get("val_top1"),
+        val_top5=state.last_eval.get("val_top5"),
+        best_top1=state.best_top1,
+        best_val_top1=state.best_val_top1,
+        best_epoch=state.best_epoch,
+        best_metric=metric,
+        objective=metric,
+        teacher_top1=teacher_eval.get("teacher_top1", {}),
+        ensemble_top1=teacher_eval.get("ensemble_top1"),
+        params=count_parameters(method.student),
+        img_per_s=images_per_second(state),
+        wall_s=wall,
+        train_s=state.train_seconds,
+        skipped_steps=state.skipped_steps,
+        wandb_id=getattr(tracker, "run_id", None),
+        experiment=cfg.experiment,
+        status=COMPLETED if state.epoch >= epochs else STOPPED,
+        **figures,
+        world_size=world_size,
+    )
 
 
-def _kept_from_earlier_start(run_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
+def _kept_from_earlier_start(run_dir: Path, result: Result) -> Result:
     """`result` for a start that took no training step (a finished run started again, e.g. by re-running its
     sweep): the run's wall time is the one its result.json recorded, not this start's seconds, and a figure
     this start cannot know (a checkpoint from an older meal lacks it) keeps its recorded value."""
     try:
-        earlier = json.loads((run_dir / "result.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        earlier = Result.read(run_dir / RESULT_FILE)
+    except (OSError, ResultError):
         return result
-    if not isinstance(earlier, dict) or earlier.get("steps") != result["steps"]:
+    if earlier.steps != result.steps:
         return result
-    kept = dict(result)
-    if earlier.get("wall_s") is not None:
-        kept["wall_s"] = earlier["wall_s"]
-    kept |= {key: value for key, value in earlier.items() if kept.get(key) is None and value is not None}
+    kept = result.with_missing_from(earlier)
+    if earlier.wall_s is not None:
+        kept.wall_s = earlier.wall_s
     return kept
 
 
-def _print_table(result: dict[str, Any]) -> None:
-    rows = [("student " + result["student"], result["top1"], result["top5"])]
-    rows += [(f"teacher {name}", top1, None) for name, top1 in result["teacher_top1"].items()]
-    if result["ensemble_top1"] is not None:
-        rows.append(("ensemble (mean softmax)", result["ensemble_top1"], None))
+def _print_table(result: Result) -> None:
+    rows = [(f"student {result.student}", result.top1, result.top5)]
+    rows += [(f"teacher {name}", top1, None) for name, top1 in result.teacher_top1.items()]
+    if result.ensemble_top1 is not None:
+        rows.append(("ensemble (mean softmax)", result.ensemble_top1, None))
     width = max(len(r[0]) for r in rows)
     lines = [f"{'model'.ljust(width)}  top1    top5", f"{'-' * width}  ------  ------"]
     for name, top1, top5 in rows:
         cells = [f"{v:6.2f}" if v is not None else "     -" for v in (top1, top5)]
         lines.append(f"{name.ljust(width)}  {cells[0]}  {cells[1]}")
-    log.info("results (%s, %s):\n%s", result["method"], result["dataset"], "\n".join(lines))
+    log.info("results (%s, %s):\n%s", result.method, result.dataset, "\n".join(lines))
 
 
 def _exported_by(target: Path, run_dir: Path) -> bool:
@@ -222,8 +235,9 @@ def build_student(cfg: DictConfig, data: DataBundle, device: torch.device) -> to
     ).to(device)
 
 
-def train(cfg: DictConfig, run_dir: Path, job_type: str = "train", wait_for_dir: bool = False) -> dict[str, Any]:
-    """Run one training job in `run_dir` (resuming it when it holds a checkpoint), holding the directory's lock.
+def train(cfg: DictConfig, run_dir: Path, job_type: str = "train", wait_for_dir: bool = False) -> Result:
+    """Run one training job in `run_dir` (resuming it when it holds a checkpoint), holding the directory's lock,
+    and return its :class:`Result` (what it wrote to result.json; every rank returns rank 0's).
 
     A directory another process holds is refused, or with `wait_for_dir` waited for (the run then resumes,
     or just reports, what that process left).
@@ -236,7 +250,7 @@ def train(cfg: DictConfig, run_dir: Path, job_type: str = "train", wait_for_dir:
         return _train(cfg, run_dir, job_type, started, dist)
 
 
-def _train(cfg: DictConfig, run_dir: Path, job_type: str, started: float, dist: distributed.DistInfo) -> dict[str, Any]:
+def _train(cfg: DictConfig, run_dir: Path, job_type: str, started: float, dist: distributed.DistInfo) -> Result:
     zoo_target = _check_zoo_target(cfg, run_dir)
     if dist.rank == 0:
         check_config(cfg, run_dir)  # a restart with another config is refused before any work
@@ -302,17 +316,16 @@ def _train(cfg: DictConfig, run_dir: Path, job_type: str, started: float, dist: 
         if dist.rank != 0:
             exit_code = 0
             return distributed.from_rank0(None)
-        result = _result(
-            cfg, state, epochs, method, teachers, extra.get("teacher_eval", {}), time.monotonic() - started, tracker
-        )
-        result |= _final_figures(cfg, state, epochs, method, teachers, data)
-        result["world_size"] = dist.world_size
+        wall = time.monotonic() - started  # the wall time leaves out the final figures' evaluation
+        figures = _final_figures(cfg, state, epochs, method, teachers, data)
+        teacher_eval = extra.get("teacher_eval", {})
+        result = _result(cfg, state, epochs, method, teachers, teacher_eval, wall, tracker, figures, dist.world_size)
         if state.global_step == resumed_at:  # a start that trained nothing: keep what the run recorded
             result = _kept_from_earlier_start(run_dir, result)
         write_result(run_dir, result)
-        tracker.summary(dict(result))  # every field, lists and nulls included: W&B stores them as JSON
+        tracker.summary(result.to_json_dict())  # every field, lists and nulls included: W&B stores them as JSON
         _print_table(result)
-        if zoo_target is not None and result["status"] == "completed":
+        if zoo_target is not None and result.completed:
             export_to_zoo(
                 student.net if hasattr(student, "net") else student,
                 zoo_target,
@@ -323,8 +336,8 @@ def _train(cfg: DictConfig, run_dir: Path, job_type: str, started: float, dist: 
                     "in_channels": data.in_channels,
                     "image_size": data.image_size,
                     "seed": int(cfg.seed),
-                    "top1": result["top1"],
-                    "top5": result["top5"],
+                    "top1": result.top1,
+                    "top5": result.top5,
                     "epochs": state.epoch,
                     "recipe": recipe_of_run(cfg),
                     "config": OmegaConf.to_container(cfg, resolve=True),

@@ -29,3 +29,18 @@ class CheckpointError(MealError):
 
 class DataError(MealError):
     """A dataset cannot be found or read."""
+
+
+class ResultError(MealError):
+    """A run's result.json is not JSON, not an object, or holds a field of the wrong type.
+
+    The message starts with the file's path; :attr:`problem` is the rest of it.
+    """
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+    def __reduce__(self) -> tuple[type[ResultError], tuple[object, str]]:
+        return (type(self), (self.path, self.problem))

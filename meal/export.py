@@ -34,7 +34,8 @@ from meal.entry import quiet_interrupt_at_start, run_entry_point
 
 log = logging.getLogger("meal.export")
 
-#: result.json fields copied into the sidecar's ``metrics``
+#: :class:`~meal.core.result.Result` fields copied into the sidecar's ``metrics`` (all of them for a run
+#: directory's student, None where the run recorded no value; none for a zoo entry)
 METRIC_FIELDS = (
     "top1",
     "top5",
@@ -147,8 +148,7 @@ def export_student(target: str, out_dir: Path, which: str = "last") -> dict[str,
     torch.save({k: v.detach().cpu().clone() for k, v in net.state_dict().items()}, buffer)
     atomic_write_bytes(weights, buffer.getvalue())
     export_onnx(net, onnx_file, facts["in_channels"], facts["image_size"])
-    result = found.result or {}
-    metrics = {key: result[key] for key in METRIC_FIELDS if key in result}
+    metrics = {key: found.result.get(key) for key in METRIC_FIELDS} if found.result is not None else {}
     info = {
         "arch": found.arch,
         **facts,

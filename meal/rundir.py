@@ -11,6 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from meal.core.result import RESULT_FILE, Result
 from meal.engine.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text
 from meal.errors import MealError
 from meal.keys import RESTART_FREE_KEYS
@@ -203,8 +204,8 @@ def _get(container: Any, dotted: str) -> Any:
     return container
 
 
-def write_result(run_dir: Path, result: dict[str, Any]) -> Path:
-    """Atomically write result.json."""
-    path = run_dir / "result.json"
-    atomic_write_json(path, result)
+def write_result(run_dir: Path, result: Result) -> Path:
+    """Atomically write `result` as the run directory's result.json; return the file's path."""
+    path = run_dir / RESULT_FILE
+    atomic_write_json(path, result.to_json_dict())
     return path

@@ -53,7 +53,7 @@ def test_a_start_refused_for_a_mistyped_teacher_records_nothing_and_the_fixed_co
     assert _files(run) == [LOCK_FILE], "no resolved_config.yaml, checkpoint or metrics"
 
     result = train(compose_config([*TINY, "method=kd", good], run), run)
-    assert result["status"] == "completed" and result["teachers"] == ["teacher"]
+    assert result.status == "completed" and result.teachers == ["teacher"]
     saved = OmegaConf.load(run / RESOLVED_CONFIG)
     assert saved.teachers.members[0].checkpoint == str(tmp_path / "teacher.pt")
 
@@ -71,7 +71,7 @@ def test_a_start_refused_for_a_mistyped_data_root_records_nothing(tmp_path: Path
     with pytest.raises(DataError, match=r"^data\.root: Fashion-MNIST not found in \S+/fashoin \("):
         train(compose_config([*fashion, f"data.root={tmp_path / 'fashoin'}"], run), run)
     assert _files(run) == [LOCK_FILE]
-    assert train(compose_config(fashion, run), run)["status"] == "completed"
+    assert train(compose_config(fashion, run), run).status == "completed"
 
 
 def test_a_second_start_is_refused_while_the_first_holds_the_directory(tmp_path: Path) -> None:
@@ -85,7 +85,7 @@ def test_a_second_start_is_refused_while_the_first_holds_the_directory(tmp_path:
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=30)
     result = train(compose_config(TINY, run), run)  # the killed holder left the file, not the lock
-    assert result["status"] == "completed" and (run / RESOLVED_CONFIG).is_file()
+    assert result.status == "completed" and (run / RESOLVED_CONFIG).is_file()
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [(row["epoch"], row["step"]) for row in rows] == [(1, 2)], "one run wrote its epoch, once"
 
@@ -93,13 +93,13 @@ def test_a_second_start_is_refused_while_the_first_holds_the_directory(tmp_path:
 def test_a_restart_with_another_config_is_refused_before_any_work_and_the_original_resumes(tmp_path: Path) -> None:
     run = tmp_path / "run"
     first = train(compose_config([*TINY, "trainer.epochs=2", "trainer.max_steps=2"], run), run)
-    assert first["status"] == "stopped" and first["steps"] == 2
+    assert first.status == "stopped" and first.steps == 2
     before = {name: (run / name).read_bytes() for name in _files(run) if name != LOCK_FILE}
     with pytest.raises(MealError, match=r"different config: optim\.lr \(was 0\.1, now 0\.2\)"):
         train(compose_config([*TINY, "trainer.epochs=2", "optim.lr=0.2"], run), run)
     assert {name: (run / name).read_bytes() for name in before} == before
     resumed = train(compose_config([*TINY, "trainer.epochs=2"], run), run)
-    assert resumed["status"] == "completed" and resumed["steps"] == 4 and resumed["epochs"] == 2
+    assert resumed.status == "completed" and resumed.steps == 4 and resumed.epochs == 2
 
 
 def test_a_run_saved_before_a_key_existed_resumes_when_the_key_holds_its_default(tmp_path: Path) -> None:
@@ -107,7 +107,7 @@ def test_a_run_saved_before_a_key_existed_resumes_when_the_key_holds_its_default
     trainer.objective). At the schema's default the restart is accepted; at another value it is refused."""
     run = tmp_path / "run"
     first = train(compose_config([*TINY, "trainer.epochs=2", "trainer.max_steps=2"], run), run)
-    assert first["status"] == "stopped" and first["steps"] == 2
+    assert first.status == "stopped" and first.steps == 2
     saved = OmegaConf.load(run / RESOLVED_CONFIG)
     assert saved.trainer.objective == "auto"
     del saved.trainer["objective"]
@@ -117,7 +117,7 @@ def test_a_run_saved_before_a_key_existed_resumes_when_the_key_holds_its_default
         train(compose_config([*TINY, "trainer.epochs=2", "trainer.objective=test"], run), run)
     assert {name: (run / name).read_bytes() for name in before} == before
     resumed = train(compose_config([*TINY, "trainer.epochs=2"], run), run)
-    assert resumed["status"] == "completed" and resumed["steps"] == 4
+    assert resumed.status == "completed" and resumed.steps == 4
 
 
 def test_a_teacher_run_waits_for_the_directory_instead_of_being_refused(tmp_path: Path) -> None:
@@ -130,7 +130,7 @@ def test_a_teacher_run_waits_for_the_directory_instead_of_being_refused(tmp_path
     result = train(compose_config(TINY, run), run, job_type="teacher", wait_for_dir=True)
     holder.wait(timeout=30)
     assert time.monotonic() - started >= 1.5, "it waited for the holder"
-    assert result["status"] == "completed" and (run / RESOLVED_CONFIG).is_file()
+    assert result.status == "completed" and (run / RESOLVED_CONFIG).is_file()
 
 
 def test_a_finished_run_started_again_keeps_its_recorded_wall_time_and_figures(tmp_path: Path) -> None:
@@ -138,7 +138,7 @@ def test_a_finished_run_started_again_keeps_its_recorded_wall_time_and_figures(t
     run's wall time with that start's few seconds, nor drop a figure an older checkpoint does not hold."""
     run = tmp_path / "run"
     first = train(compose_config(TINY, run), run)
-    assert first["status"] == "completed"
+    assert first.status == "completed"
     recorded = json.loads((run / "result.json").read_text())
     recorded |= {"wall_s": 1234.5, "best_epoch": 1}
     (run / "result.json").write_text(json.dumps(recorded))
@@ -148,5 +148,5 @@ def test_a_finished_run_started_again_keeps_its_recorded_wall_time_and_figures(t
     torch.save(ckpt, ckpt_path)
     again = train(compose_config(TINY, run), run)
     saved = json.loads((run / "result.json").read_text())
-    assert again["steps"] == first["steps"] and again["top1"] == first["top1"]
+    assert again.steps == first.steps and again.top1 == first.top1
     assert saved["wall_s"] == 1234.5 and saved["best_epoch"] == 1

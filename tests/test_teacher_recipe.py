@@ -96,13 +96,13 @@ def test_a_teacher_trained_with_another_recipe_is_refused(tmp_path: Path) -> Non
         "weight_decay": 5e-4,
         "augment": "none",
     }
-    assert result["teachers"] == ["fmnist_cnn-s0"] and result["status"] == "completed"
+    assert result.teachers == ["fmnist_cnn-s0"] and result.status == "completed"
     before = entry.read_bytes()
 
     again = train(
         _kd_cfg(tmp_path, "second", "teachers.training.epochs=1", "teachers.training.recipe=r1"), tmp_path / "second"
     )
-    assert again["teacher_top1"] == result["teacher_top1"]  # the same teacher file, not retrained
+    assert again.teacher_top1 == result.teacher_top1  # the same teacher file, not retrained
 
     with pytest.raises(ConfigError) as refused:
         train(
@@ -132,7 +132,7 @@ def test_an_export_is_kept_on_rerun_and_never_overwritten_by_another_run(tmp_pat
     assert json.loads(entry.with_suffix(".json").read_text())["run_dir"] == str(tmp_path / "run")
 
     rerun = train(compose_config([*TINY, *extra], tmp_path / "run"), tmp_path / "run")  # a finished sweep job
-    assert rerun["top1"] == first["top1"] and entry.read_bytes() == exported
+    assert rerun.top1 == first.top1 and entry.read_bytes() == exported
 
     other = compose_config([*TINY, *extra], tmp_path / "other")
     with pytest.raises(ConfigError, match=r"trainer\.export_to_zoo: zoo entry .* exists and is never overwritten"):
@@ -148,17 +148,17 @@ def test_result_holds_the_final_validation_and_test_figures(tmp_path: Path) -> N
         cfg.data.train_size = 128
     result = train(cfg, tmp_path / "run")
     last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert (result["top1"], result["val_top1"], result["val_top5"]) == (
+    assert (result.top1, result.val_top1, result.val_top5) == (
         last["top1"],
         last["val_top1"],
         last["val_top5"],
     )
-    assert 0.0 <= result["val_top1"] <= result["val_top5"] <= 100.0
+    assert 0.0 <= result.val_top1 <= result.val_top5 <= 100.0
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
-    assert saved["val_top1"] == result["val_top1"]
+    assert saved["val_top1"] == result.val_top1
 
     no_val = train(
         compose_config([*TINY, "method=ce", "teachers=none", "trainer.epochs=1"], tmp_path / "plain"),
         tmp_path / "plain",
     )
-    assert no_val["val_top1"] is None and no_val["top1"] is not None
+    assert no_val.val_top1 is None and no_val.top1 is not None

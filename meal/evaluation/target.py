@@ -12,6 +12,7 @@ resolved config of the run that wrote it. A zoo entry may also be named as ``<da
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,16 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from meal.core.result import RESULT_FILE, Result
 from meal.engine.checkpoint import file_sha256, load_checkpoint
 from meal.engine.trainer import CHECKPOINT_FORMAT
-from meal.errors import CheckpointError, MealError
+from meal.errors import CheckpointError, MealError, ResultError
 from meal.rundir import RESOLVED_CONFIG
+
+log = logging.getLogger(__name__)
+
+#: the keys of a zoo entry's sidecar that are figures of the run that trained it
+SIDECAR_FIGURES = ("top1", "top5", "epochs")
 
 
 @dataclass
@@ -35,7 +42,9 @@ class Target:
     state_dict: dict[str, Any]
     cfg: DictConfig
     run_dir: Path | None
-    result: dict[str, Any] | None
+    #: the figures of the run that trained the student: a run directory's result.json, or a zoo entry's
+    #: sidecar's (``top1``, ``top5``, ``epochs``); None when there are none or they cannot be read
+    result: Result | None
 
     @property
     def arch(self) -> str:
@@ -56,6 +65,29 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _read_result(run_dir: Path) -> Result | None:
+    """The run's result.json; None (a warning for a malformed one) when it cannot be read."""
+    try:
+        return Result.read(run_dir / RESULT_FILE)
+    except FileNotFoundError:
+        return None
+    except (OSError, ResultError) as exc:
+        log.warning("%s; its figures are left out", exc)
+        return None
+
+
+def _sidecar_result(info: dict[str, Any], sidecar: Path) -> Result | None:
+    """The figures a zoo entry's sidecar records, as a Result; None when it records none."""
+    figures = {key: info[key] for key in SIDECAR_FIGURES if key in info}
+    if not figures:
+        return None
+    try:
+        return Result.from_dict(figures, sidecar)
+    except ResultError as exc:
+        log.warning("%s; its figures are left out", exc)
+        return None
 
 
 def _from_run_dir(run_dir: Path, which: str, name: str) -> Target:
@@ -117,7 +149,7 @@ def _from_training_checkpoint(path: Path, run_dir: Path, name: str, kind: str) -
     config = run_dir / RESOLVED_CONFIG
     if not config.is_file():
         raise MealError(f"{path}: its run directory {run_dir} has no {RESOLVED_CONFIG} to say what the student is")
-    return Target(name, kind, path, ckpt["student"], run_config(run_dir), run_dir, _read_json(run_dir / "result.json"))
+    return Target(name, kind, path, ckpt["student"], run_config(run_dir), run_dir, _read_result(run_dir))
 
 
 def _from_state_dict_file(path: Path, name: str) -> Target:
@@ -140,7 +172,7 @@ def _from_state_dict_file(path: Path, name: str) -> Target:
     if "format" in state:  # a training checkpoint with a sidecar next to it is still a training checkpoint
         state = state.get("student", {})
     cfg = OmegaConf.create(info["config"])
-    return Target(name, "zoo", path, state, cfg, None, info)
+    return Target(name, "zoo", path, state, cfg, None, _sidecar_result(info, sidecar))
 
 
 def resolve_target(target: str, which: str = "last") -> Target:

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from meal.core.result import RESULT_FILE
 from meal.keys import NOT_SWEPT_KEYS, key_patterns
 from meal.reporting.collect import ReportError, RunRecord
 from meal.reporting.stats import Interval, interval
@@ -130,7 +131,7 @@ class ConfigRow:
 def skip_reason(run: RunRecord, metric: str = "top1") -> str | None:
     """Why a run is left out of the aggregate (``"status failed"``, ...), or None to keep it."""
     if run.problem is not None:
-        return "unreadable result.json"
+        return f"unreadable {RESULT_FILE}"
     if run.status != "completed":
         return f"status {run.status}"
     if run.value(metric) is None:

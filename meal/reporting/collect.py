@@ -13,11 +13,11 @@ from typing import Any
 
 import yaml
 
-from meal.errors import MealError
+from meal.core.result import RESULT_FILE, Result
+from meal.errors import MealError, ResultError
 
 logger = logging.getLogger(__name__)
 
-RESULT_FILE = "result.json"
 MANIFEST_FILE = "manifest.json"
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 CONFIG_FILE = Path(".hydra") / "config.yaml"
@@ -114,12 +114,13 @@ def _lookup(tree: Any, dotted: str) -> Any:
 
 @dataclass
 class RunRecord:
-    """One job of a sweep: where its result.json lives, its overrides and its parsed result."""
+    """One job of a sweep: where its result.json lives, its overrides and its parsed result (an empty
+    :class:`Result` when the file could not be read, ``problem`` saying why)."""
 
     path: Path
     sweep_dir: Path
     overrides: dict[str, str]
-    result: dict[str, Any]
+    result: Result
     problem: str | None = None
     _config: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     _choices: dict[str, Any] | None = field(default=None, repr=False, compare=False)
@@ -143,24 +144,20 @@ class RunRecord:
         """``result.json``'s status; :data:`UNREADABLE` when the file could not be parsed."""
         if self.problem is not None:
             return UNREADABLE
-        return str(self.result.get("status", "unknown"))
+        return self.result.status if self.result.status is not None else "unknown"
 
     @property
     def seed(self) -> str | None:
         """The run's seed as text, from result.json or else from the ``seed`` override."""
-        seed = self.result.get("seed")
-        if seed is None:
-            seed = self.overrides.get("seed")
-        return None if seed is None else str(seed)
+        if self.result.seed is not None:
+            return str(self.result.seed)
+        return self.overrides.get("seed")
 
     def value(self, name: str) -> float | None:
-        """A numeric result field; ``best_teacher_top1`` is the max over ``teacher_top1``."""
+        """A numeric result field by its result.json key (a finite float, else None);
+        ``best_teacher_top1`` is the max over ``teacher_top1``."""
         if name == "best_teacher_top1":
-            teachers = self.result.get("teacher_top1")
-            if not isinstance(teachers, dict):
-                return None
-            values = [v for v in (number(x) for x in teachers.values()) if v is not None]
-            return max(values) if values else None
+            return self.result.best_teacher_top1
         return number(self.result.get(name))
 
     def setting(self, key: str) -> str:
@@ -205,15 +202,13 @@ def read_run(path: Path, sweep_dir: Path) -> RunRecord:
     """Read one job; a malformed result.json gives a record with ``problem`` set and a warning."""
     overrides = read_overrides(path.parent)
     try:
-        with path.open(encoding="utf-8") as fh:
-            data = json.load(fh)
-        if not isinstance(data, dict):
-            raise ValueError(f"top level is {type(data).__name__}, expected an object")
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        logger.warning("%s: malformed result.json, skipped (%s)", path, problem)
-        return RunRecord(path=path, sweep_dir=sweep_dir, overrides=overrides, result={}, problem=problem)
-    return RunRecord(path=path, sweep_dir=sweep_dir, overrides=overrides, result=data)
+        result = Result.read(path)
+    except (OSError, ResultError) as exc:
+        text = exc.problem if isinstance(exc, ResultError) else str(exc)
+        problem = text.splitlines()[0] if text else type(exc).__name__
+        logger.warning("%s: malformed %s, skipped (%s)", path, RESULT_FILE, problem)
+        return RunRecord(path=path, sweep_dir=sweep_dir, overrides=overrides, result=Result(), problem=problem)
+    return RunRecord(path=path, sweep_dir=sweep_dir, overrides=overrides, result=result)
 
 
 def collect_runs(dirs: Sequence[str | os.PathLike[str]]) -> list[RunRecord]:

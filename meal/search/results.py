@@ -6,11 +6,12 @@ raised, or the in-process launcher was ended by a trial's error) and by the test
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-RESULT_FILE = "result.json"
+from meal.core.result import COMPLETED, RESULT_FILE, Result
+from meal.errors import ResultError
+
 #: the objective's key when result.json does not name it
 DEFAULT_OBJECTIVE = "val_top1"
 
@@ -19,15 +20,16 @@ def objective_from_run_dir(run_dir: Path) -> tuple[float | None, str]:
     """``(value, "")`` for a completed run with a finite objective, else ``(None, why not)``."""
     path = Path(run_dir) / RESULT_FILE
     try:
-        result = json.loads(path.read_text(encoding="utf-8"))
+        result = Result.read(path)
     except FileNotFoundError:
         return None, f"{path} does not exist"
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         return None, f"{path} cannot be read: {exc}"
-    if not isinstance(result, dict) or result.get("status") != "completed":
-        status = result.get("status") if isinstance(result, dict) else None
-        return None, f"{path} says status {status!r}, not 'completed'"
-    key = str(result.get("objective") or DEFAULT_OBJECTIVE)
+    except ResultError as exc:
+        return None, f"{path} cannot be read: {exc.problem}"
+    if result.status != COMPLETED:
+        return None, f"{path} says status {result.status!r}, not {COMPLETED!r}"
+    key = result.objective or DEFAULT_OBJECTIVE
     value = result.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None, f"{path} holds {key}={value!r}, not a finite number"

@@ -52,7 +52,7 @@ def test_bf16_training_makes_progress(tmp_path: Path) -> None:
     result = train(compose_config([*SYNTHETIC, "method=ce", "teachers=none", "trainer.epochs=4"], run), run)
     first, last = _losses(run)
     assert last < 0.8 * first
-    assert result["top1"] > 50.0, "synthetic classes are learnable well above chance (10%)"
+    assert result.top1 > 50.0, "synthetic classes are learnable well above chance (10%)"
 
 
 def test_compiled_channels_last_training_makes_progress(tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_compiled_channels_last_training_makes_progress(tmp_path: Path) -> None:
     )
     result = train(cfg, run)
     first, last = _losses(run)
-    assert last < 0.8 * first and result["top1"] > 50.0
+    assert last < 0.8 * first and result.top1 > 50.0
 
 
 def test_teachers_are_halved_frozen_and_in_eval_mode_while_the_student_trains() -> None:
@@ -124,8 +124,8 @@ def test_meal_v2_run_with_bf16_teachers_learns(tmp_path: Path, caplog: pytest.Lo
     assert "teachers stored and run in bfloat16 under inference mode" in caplog.text
     first, last = _losses(run)
     assert last < first
-    assert min(result["teacher_top1"].values()) > 50.0, "bf16 teachers keep their accuracy"
-    assert result["top1"] > 50.0, "the student learns from bf16 teachers without labels"
+    assert min(result.teacher_top1.values()) > 50.0, "bf16 teachers keep their accuracy"
+    assert result.top1 > 50.0, "the student learns from bf16 teachers without labels"
 
 
 def test_gpu_augmentation_matches_cpu_reference() -> None:

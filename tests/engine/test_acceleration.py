@@ -170,7 +170,7 @@ def test_a_run_with_bf16_teachers_learns_on_the_cpu(tmp_path: Path, caplog: pyte
     with caplog.at_level(logging.INFO, logger="meal"):
         result = train(compose_config(overrides, run), run)
     assert "teachers stored and run in bfloat16 under inference mode" in caplog.text
-    assert min(result["teacher_top1"].values()) > 90.0, "bf16 teachers keep their accuracy"
-    assert result["top1"] > 80.0, "the student learns from bf16 teachers without labels"
+    assert min(result.teacher_top1.values()) > 90.0, "bf16 teachers keep their accuracy"
+    assert result.top1 > 80.0, "the student learns from bf16 teachers without labels"
     stored = torch.load(tmp_path / "zoo" / "synthetic" / "fmnist_cnn-s0.pt", weights_only=True)
     assert all(v.dtype in (torch.float32, torch.int64) for v in stored.values()), "the zoo file stays float32"

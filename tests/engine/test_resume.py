@@ -43,16 +43,16 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 def test_stopped_and_resumed_run_equals_uninterrupted(tmp_path: Path, stop_at_step: int) -> None:
     whole = tmp_path / "whole"
     reference = train(compose_config(TINY, whole), whole)
-    assert reference["status"] == "completed" and reference["epochs"] == 3
+    assert reference.status == "completed" and reference.epochs == 3
 
     parts = tmp_path / "parts"
     first = train(compose_config([*TINY, f"trainer.max_steps={stop_at_step}"], parts), parts)
-    assert first["status"] == "stopped" and first["steps"] == stop_at_step
+    assert first.status == "stopped" and first.steps == stop_at_step
     resumed = train(compose_config(TINY, parts), parts)
 
-    assert resumed["status"] == "completed"
+    assert resumed.status == "completed"
     for key in ("top1", "top5", "best_top1", "steps", "epochs"):
-        assert resumed[key] == reference[key], key
+        assert getattr(resumed, key) == getattr(reference, key), key
     assert _metrics(parts) == _metrics(whole)
     a, b = _weights(parts), _weights(whole)
     assert a.keys() == b.keys()

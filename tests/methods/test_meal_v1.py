@@ -202,6 +202,6 @@ def test_epochs_per_teacher_stretches_run_and_schedule(tmp_path: Path) -> None:
     ]
     result = train(compose_config(overrides, run), run)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert result["epochs"] == 2 and [r["epoch"] for r in rows] == [1, 2], "one epoch per teacher"
+    assert result.epochs == 2 and [r["epoch"] for r in rows] == [1, 2], "one epoch per teacher"
     # the milestone at epoch 0.5 of the one-teacher schedule falls at epoch 1 of the two-teacher run
     assert rows[0]["lr"] == pytest.approx(0.1) and rows[1]["lr"] == pytest.approx(0.01)

@@ -255,7 +255,7 @@ def test_cached_run_through_the_app_reuses_the_cache(tmp_path: Path) -> None:
     for seed in (0, 1):
         run = tmp_path / f"run{seed}"
         result = train(compose_config([*common, f"seed={seed}"], run), run)
-        assert result["status"] == "completed" and result["method"] == "meal_v2"
+        assert result.status == "completed" and result.method == "meal_v2"
     keys = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
     assert len(keys) == 1 and (keys[0] / "COMPLETE").exists()
     manifest = json.loads((keys[0] / "manifest.json").read_text())

@@ -20,6 +20,7 @@ import torch
 
 import meal.core.io as atomic_io
 from meal.app import main, train
+from meal.core.result import Result
 from meal.engine.checkpoint import load_checkpoint
 from meal.engine.trainer import NonFiniteLossError
 from meal.errors import CheckpointError
@@ -56,7 +57,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MEAL_ZOO", str(tmp_path / "zoo"))
 
 
-def _run(run_dir: Path, *extra: str) -> dict[str, Any]:
+def _run(run_dir: Path, *extra: str) -> Result:
     return train(compose_config([*TINY, *extra], run_dir), run_dir)
 
 
@@ -114,7 +115,7 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path,
     assert not (run_dir / "result.json").exists()
 
     resumed = _run(run_dir)  # the kept checkpoint is usable: the run continues as if nothing happened
-    assert resumed["status"] == "completed"
+    assert resumed.status == "completed"
     assert _same(_student(last), _student(reference / "checkpoints" / "last.pt"))
 
 
@@ -134,14 +135,14 @@ def test_run_stopped_by_nan_goes_on_when_restarted_with_skip(tmp_path: Path) -> 
         with pytest.raises(NonFiniteLossError):
             _run(tmp_path)
         result = _run(tmp_path, "trainer.nonfinite=skip")  # same directory: the NaN policy may change
-    assert result["status"] == "completed" and result["skipped_steps"] == 1
+    assert result.status == "completed" and result.skipped_steps == 1
 
 
 def test_skip_policy_counts_skipped_steps(tmp_path: Path) -> None:
     with poison({5, 9}):
         result = _run(tmp_path, "trainer.nonfinite=skip", "trainer.max_skipped_steps=2")
-    assert result["status"] == "completed" and result["steps"] == 3 * STEPS_PER_EPOCH
-    assert result["skipped_steps"] == 2
+    assert result.status == "completed" and result.steps == 3 * STEPS_PER_EPOCH
+    assert result.skipped_steps == 2
     assert json.loads((tmp_path / "result.json").read_text())["skipped_steps"] == 2
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m.get("skipped_steps", 0) for m in metrics] == [0, 1, 2]
@@ -208,7 +209,7 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(
     assert load_checkpoint(ckpt_dir / "last.pt")["global_step"] == STEPS_PER_EPOCH
 
     resumed = _run(run_dir)
-    assert resumed["status"] == "completed"
+    assert resumed.status == "completed"
     assert _same(_student(ckpt_dir / "last.pt"), _student(reference / "checkpoints" / "last.pt"))
     lines = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert lines == [4, 8, 12], "the epoch-2 line written before the failed save is written once"
@@ -227,8 +228,8 @@ def test_wandb_failing_to_start_does_not_stop_training(
     monkeypatch.setattr(wandb, "init", refuse)
     with caplog.at_level(logging.WARNING, logger="meal.tracking"):
         result = _run(tmp_path, "logger=wandb", f"logger.mode={mode}")
-    assert result["status"] == "completed" and result["wandb_id"] is None
-    assert json.loads((tmp_path / "result.json").read_text())["top1"] == result["top1"]
+    assert result.status == "completed" and result.wandb_id is None
+    assert json.loads((tmp_path / "result.json").read_text())["top1"] == result.top1
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(
         w.startswith("W&B failed to start (RuntimeError: wandb service did not start); continuing with files only")
@@ -278,7 +279,7 @@ def test_wandb_lost_mid_run_does_not_stop_training(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="meal.tracking"):
         result = _run(tmp_path, "logger=wandb", "logger.mode=offline", "trainer.log_every_steps=1")
-    assert result["status"] == "completed" and result["steps"] == 3 * STEPS_PER_EPOCH
+    assert result.status == "completed" and result.steps == 3 * STEPS_PER_EPOCH
     assert (tmp_path / "result.json").is_file()
     assert len(flaky_run.logged) == 3, "nothing is sent once the service is gone"
     assert flaky_run.finished_with == 0
