@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -19,24 +18,22 @@ from meal.config.experiments import check_experiment_choices
 from meal.config.schema import TeachersConfig
 from meal.config.writable import check_writable
 from meal.core.result import COMPLETED, RESULT_FILE, STOPPED, Result
-from meal.data import DataBundle, build_data
-from meal.data.checks import check_not_empty
+from meal.data import DataBundle
 from meal.engine import distributed
-from meal.engine.acceleration import accelerate
-from meal.engine.environment import configure_determinism, configure_threads, seed_everything, select_device
+from meal.engine.environment import seed_everything
 from meal.engine.evaluate import evaluate_teachers
 from meal.engine.schedule import resolve_epochs
 from meal.engine.trainer import Trainer, images_per_second
 from meal.entry import INTERRUPTED, USER_ERROR, error_line
 from meal.errors import ConfigError, ResultError
 from meal.evaluation import evaluate_classifier
-from meal.methods import build_method, method_class
 from meal.methods.ce import CEMethodConfig
-from meal.models import build_model, count_parameters
+from meal.models import count_parameters
 from meal.objective import check_search_objective, current_sweeper, objective_metric
+from meal.pieces import build_pieces, build_run_method, build_student
 from meal.preflight import check_before_work
 from meal.rundir import check_config, hold_run_dir, write_config, write_result
-from meal.teachers import export_to_zoo, load_teachers, recipe_of_run, zoo_entry
+from meal.teachers import export_to_zoo, recipe_of_run, zoo_entry
 from meal.tracking import build_tracker
 from meal.tracking.naming import run_group, run_name
 
@@ -221,20 +218,6 @@ def _check_zoo_target(cfg: DictConfig, run_dir: Path) -> Path | None:
     return target
 
 
-def build_student(cfg: DictConfig, data: DataBundle, device: torch.device) -> torch.nn.Module:
-    """The run's student (`student.arch`, from `student.pretrained` when set) on `device`."""
-    s = cfg.student
-    return build_model(
-        s.arch,
-        data.num_classes,
-        data.in_channels,
-        data.image_size,
-        pretrained=s.pretrained,
-        taps=list(s.taps) if s.taps else None,
-        key="student.arch",
-    ).to(device)
-
-
 def train(cfg: DictConfig, run_dir: Path, job_type: str = "train", wait_for_dir: bool = False) -> Result:
     """Run one training job in `run_dir` (resuming it when it holds a checkpoint), holding the directory's lock,
     and return its :class:`Result` (what it wrote to result.json; every rank returns rank 0's).
@@ -243,7 +226,7 @@ def train(cfg: DictConfig, run_dir: Path, job_type: str = "train", wait_for_dir:
     or just reports, what that process left).
     """
     started = time.monotonic()
-    check_before_work(cfg)  # config, student and teacher structure: before any data, teacher or file
+    check_before_work(cfg)  # config, student and teacher structure: before any data, teacher, lock or file
     objective_metric(cfg.trainer.objective, cfg.data.val_split)  # a bad objective is refused before any work
     dist = distributed.setup()
     with hold_run_dir(run_dir, rank0=dist.rank == 0, wait=wait_for_dir):
@@ -254,24 +237,10 @@ def _train(cfg: DictConfig, run_dir: Path, job_type: str, started: float, dist: 
     zoo_target = _check_zoo_target(cfg, run_dir)
     if dist.rank == 0:
         check_config(cfg, run_dir)  # a restart with another config is refused before any work
-    configure_threads(cfg.trainer.threads)
-    seed_everything(int(cfg.seed))  # the same initial weights on every rank
-    configure_determinism(cfg.trainer.deterministic)
-    device = select_device(cfg.trainer.device) if dist.device is None else dist.device
-    data = build_data(cfg.data, Path(cfg.paths.data_dir), int(cfg.seed), device, dist.rank, dist.world_size)
-    check_not_empty(cfg.data, data)
-    student = build_student(cfg, data, device)
-    if cfg.trainer.sync_batchnorm:
-        distributed.sync_batchnorm(student, dist)
-    method_type = method_class(cfg.method.name)
-    teachers = (
-        load_teachers(cfg, data, device, lambda m, p: train_missing_teacher(cfg, m, p))
-        if method_type.uses_teachers
-        else []
-    )
-    method = build_method(cfg.method, student, teachers, data.num_classes, int(cfg.seed)).to(device)
-    method.prepare(data, cfg)
-    accelerate(cfg.trainer, student, [(t.name, t.model) for t in teachers], device)
+    pieces = build_pieces(cfg, dist=dist, train_missing=lambda m, p: train_missing_teacher(cfg, m, p), checked=True)
+    device, data, student, teachers = pieces.device, pieces.data, pieces.student, pieces.teachers
+    method = build_run_method(cfg, pieces)
+    method_type = type(method)
     if dist.world_size > 1:
         method.distribute(distributed.data_parallel_wrapper(dist))
         seed_everything(int(cfg.seed) * 1000 + dist.rank)  # per-rank streams for dropout and the like
@@ -354,4 +323,4 @@ def _train(cfg: DictConfig, run_dir: Path, job_type: str, started: float, dist: 
         distributed.teardown(dist, barrier=exit_code == 0)
 
 
-__all__ = ["build_student", "main", "run", "train", "train_missing_teacher"]
+__all__ = ["build_student", "main", "run", "train", "train_missing_teacher"]  # build_student: from meal.pieces

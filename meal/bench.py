@@ -298,7 +298,7 @@ def measure(
             f"choose one of: {', '.join(distillation_methods())}",
         )
     cacheable = method_class(cfg.method.name).supports_cached_soft_labels
-    pieces = build_pieces(cfg, random_teachers=random_teachers)
+    pieces = build_pieces(cfg, teachers="random" if random_teachers else "zoo")
     modes = MODES if cacheable else MODES[:2]
     assert pieces.student is not None
     data, device, teachers = pieces.data, pieces.device, pieces.teachers

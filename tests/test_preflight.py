@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import meal.app
+import meal.pieces
 from meal.app import train
 from meal.errors import ConfigError
 from meal.preflight import check_before_work
@@ -30,8 +31,8 @@ def _nothing_may_load(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("work started before the config was checked")
 
-    monkeypatch.setattr(meal.app, "build_data", refuse)
-    monkeypatch.setattr(meal.app, "load_teachers", refuse)
+    monkeypatch.setattr(meal.pieces, "build_data", refuse)
+    monkeypatch.setattr(meal.pieces, "load_teachers", refuse)
     monkeypatch.setattr(meal.app, "train_missing_teacher", refuse)
 
 

@@ -2,7 +2,7 @@
 
 Both compose the same config tree as ``launch.py`` (``conf/`` plus ``experiments/``, Hydra
 overrides on the command line) without starting a Hydra job, and build the run's pieces (data,
-student, teachers) with the functions a training run uses.
+student, teachers) with :func:`meal.pieces.build_pieces`, as a training run does.
 """
 
 from __future__ import annotations
@@ -11,14 +11,15 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from omegaconf import DictConfig, open_dict
 
 from meal.entry import run_entry_point
+
+if TYPE_CHECKING:  # the tools sit above the app; their imports of it happen when they run
+    from meal.pieces import RunPieces
 
 log = logging.getLogger(__name__)
 
@@ -51,54 +52,13 @@ def compose_config(overrides: Sequence[str], output_dir: Path) -> DictConfig:
     return cfg
 
 
-@dataclass
-class RunPieces:
-    """What a training run builds before its method: device, data, student and teachers."""
+def build_pieces(cfg: DictConfig, **options: Any) -> RunPieces:
+    """:func:`meal.pieces.build_pieces` for a command-line tool: a teacher the zoo lacks is trained first
+    when the teacher set allows it, as a training run would."""
+    from meal.app import train_missing_teacher
+    from meal.pieces import build_pieces as build
 
-    device: torch.device
-    data: Any
-    student: torch.nn.Module | None
-    teachers: list[Any]
-
-
-def build_pieces(cfg: DictConfig, student: bool = True, random_teachers: bool = False) -> RunPieces:
-    """Check `cfg` (:func:`meal.preflight.check_before_work`), then build the device, data, (student) and
-    teachers as ``meal.app.train`` does.
-
-    Missing zoo teachers are trained first when the teacher set allows it. `random_teachers` builds the
-    teacher architectures with random weights instead (for speed measurements only).
-    """
-    from meal.app import build_student, train_missing_teacher
-    from meal.core.teacher import Teacher
-    from meal.data import build_data
-    from meal.engine.environment import configure_determinism, seed_everything, select_device
-    from meal.models import build_model
-    from meal.preflight import check_before_work
-    from meal.teachers import freeze, load_teachers, member_name
-
-    check_before_work(cfg)
-    if cfg.trainer.threads:
-        torch.set_num_threads(int(cfg.trainer.threads))
-    seed_everything(int(cfg.seed))
-    configure_determinism(cfg.trainer.deterministic)
-    device = select_device(cfg.trainer.device)
-    data = build_data(cfg.data, Path(cfg.paths.data_dir), int(cfg.seed), device)
-    model = build_student(cfg, data, device) if student else None
-    if random_teachers:
-        teachers = [
-            Teacher(
-                member_name(m),
-                freeze(
-                    build_model(
-                        m.arch, data.num_classes, data.in_channels, data.image_size, key=f"teachers.members[{i}].arch"
-                    ).to(device)
-                ),
-            )
-            for i, m in enumerate(cfg.teachers.members)
-        ]
-    else:
-        teachers = load_teachers(cfg, data, device, lambda m, p: train_missing_teacher(cfg, m, p))
-    return RunPieces(device, data, model, teachers)
+    return build(cfg, train_missing=lambda m, p: train_missing_teacher(cfg, m, p), **options)
 
 
 def setup_logging() -> None:
