@@ -42,8 +42,8 @@ class CPUSyncBatchNorm(_BatchNorm):
     def _synced_forward(self, x: torch.Tensor) -> torch.Tensor:
         group = torch_dist.group.WORLD
         dims = [0, *range(2, x.dim())]
-        xf = x.float()
-        count = torch.tensor([float(xf.numel() // xf.shape[1])])
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))  # half precision: statistics in float32
+        count = torch.tensor([float(xf.numel() // xf.shape[1])], dtype=xf.dtype, device=xf.device)
         sums = dist_fn.all_reduce(torch.cat([xf.sum(dims), count]), group=group)
         n = sums[-1]
         mean = sums[:-1] / n
