@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from meal.config.validate import PRECISIONS
+from meal.config.schema import Precision
 from meal.core.frozen import cast_frozen
 from meal.errors import ConfigError
 
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 COMPILER_MODULES = ("torch._dynamo", "torch._inductor")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = Precision.values()
 
 
 def resolve_precision(name: str, device: torch.device, key: str = "trainer.precision") -> torch.dtype | None:
