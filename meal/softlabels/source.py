@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from meal.config.choices import one_of
 from meal.config.schema import SoftLabelSource
 from meal.core.teacher import Teacher
 from meal.data.batch import Batch, to_device
@@ -189,10 +190,7 @@ class SoftLabels:
 
     def __init__(self, method_cfg: Any, teachers: Sequence[Teacher], temperature: float) -> None:
         mode = str(getattr(method_cfg, "soft_labels", "online"))
-        if mode not in MODES:
-            raise ConfigError(
-                "method.soft_labels", f"'{mode}' is not a valid choice", f"choose one of: {', '.join(MODES)}"
-            )
+        one_of("method.soft_labels", mode, MODES)
         self.mode = mode
         self.method_cfg = method_cfg
         self.teachers = list(teachers)

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from meal.config.choices import one_of
 from meal.config.schema import CacheDtype
 from meal.core.teacher import Teacher
 from meal.data.imagefolder import RATIO, SCALE, FolderLoader
@@ -141,10 +142,7 @@ def folder_fingerprint(loader: FolderLoader) -> str:
 
 def _target_inputs(method_cfg: Any) -> tuple[float, str, int | None]:
     dtype = str(method_cfg.cache_dtype)
-    if dtype not in DTYPES:
-        raise ConfigError(
-            "method.cache_dtype", f"'{dtype}' is not a storage dtype", f"choose one of: {', '.join(DTYPES)}"
-        )
+    one_of("method.cache_dtype", dtype, DTYPES)
     topk = method_cfg.cache_topk
     if topk is not None and int(topk) <= 0:
         raise ConfigError("method.cache_topk", f"must be positive or null, got {topk}")
