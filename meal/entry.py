@@ -3,10 +3,11 @@
 launch.py, ``python -m meal.softlabels``, ``python -m meal.bench`` and ``python -m meal.report`` run their
 work through :func:`run_entry_point` (launch.py's Hydra main through :func:`run_hydra_main`). A user's
 mistake is a :class:`~meal.errors.MealError`, an error Hydra or OmegaConf raise while composing or
-reading the config (a misspelt key, a wrong type, an unknown group option, an override that does not
-parse), or an operating-system error on a named file (a folder that cannot be written, a missing file);
-each is reported as one line naming the key or file and the fix. Anything else is a bug and keeps its
-traceback. Only the standard library is imported here, so launch.py stays light.
+reading the config (a misspelt key, a wrong type, a value a choice key does not allow, an unknown group
+option, an override that does not parse; on the command line or in a config file), or an operating-system
+error on a named file (a folder that cannot be written, a missing file); each is reported as one line
+naming the key or file and the fix. Anything else is a bug and keeps its traceback. Only the standard
+library is imported here, so launch.py stays light.
 """
 
 from __future__ import annotations
