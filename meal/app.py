@@ -252,7 +252,7 @@ def _train(cfg: DictConfig, run_dir: Path, job_type: str, started: float, dist: 
     tracker = build_tracker(
         cfg.logger,
         run_dir,
-        OmegaConf.to_container(cfg, resolve=True),
+        OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
         name=run_name(cfg),
         group=run_group(cfg, run_dir),
         job_type=cfg.logger.job_type or job_type,
@@ -309,7 +309,7 @@ def _train(cfg: DictConfig, run_dir: Path, job_type: str, started: float, dist: 
                     "top5": result.top5,
                     "epochs": state.epoch,
                     "recipe": recipe_of_run(cfg),
-                    "config": OmegaConf.to_container(cfg, resolve=True),
+                    "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
                     "run_dir": str(run_dir),
                 },
             )

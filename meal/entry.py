@@ -3,10 +3,11 @@
 launch.py, ``python -m meal.softlabels``, ``python -m meal.bench`` and ``python -m meal.report`` run their
 work through :func:`run_entry_point` (launch.py's Hydra main through :func:`run_hydra_main`). A user's
 mistake is a :class:`~meal.errors.MealError`, an error Hydra or OmegaConf raise while composing or
-reading the config (a misspelt key, a wrong type, an unknown group option, an override that does not
-parse), or an operating-system error on a named file (a folder that cannot be written, a missing file);
-each is reported as one line naming the key or file and the fix. Anything else is a bug and keeps its
-traceback. Only the standard library is imported here, so launch.py stays light.
+reading the config (a misspelt key, a wrong type, a value a choice key does not allow, an unknown group
+option, an override that does not parse; on the command line or in a config file), or an operating-system
+error on a named file (a folder that cannot be written, a missing file); each is reported as one line
+naming the key or file and the fix. Anything else is a bug and keeps its traceback. Only the standard
+library is imported here, so launch.py stays light.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ USER_ERROR = 2
 INTERRUPTED = 130
 KINDS = {"Integer": "a whole number", "Float": "a number", "Boolean": "true or false"}
 EXAMPLES = {"Integer": "3", "Float": "0.5", "Boolean": "true"}
+# OmegaConf's message for a value outside an Enum-typed key's members (meal.core.choice.Choice)
+NOT_A_CHOICE = re.compile(r"Invalid value '(.*)', expected one of \[(.*)\]")
 
 
 def _lines(text: str) -> list[str]:
@@ -74,6 +77,9 @@ def _omegaconf_line(exc: Any, override_hint: str | None = None) -> str:
         return f"{key}: no such key ({fix})"
     if isinstance(exc, MissingMandatoryValue):
         return f"{key}: has no value and needs one (set it on the command line: {key}=...)"
+    choice = NOT_A_CHOICE.fullmatch(problem)
+    if choice:
+        return f"{key}: '{choice.group(1)}' is not a valid choice (choose one of: {choice.group(2)})"
     wanted = re.search(r"could not be converted to (\w+)|is not a valid (bool)", problem)
     kind = (wanted.group(1) or "Boolean") if wanted else None
     if kind in KINDS:
@@ -123,10 +129,13 @@ def _hydra_line(exc: Exception) -> str | None:
     if isinstance(exc, OmegaConfBaseException):
         return _omegaconf_line(exc)
     if isinstance(exc, ConfigCompositionException):
-        cause = exc.__cause__
+        # an override's error is the cause; a config file's is the context (Hydra re-raises it naming the file)
+        cause = exc.__cause__ or exc.__context__
         if isinstance(cause, OmegaConfBaseException):
             append = next((line for line in _lines(str(exc)) if line.startswith("To append")), None)
-            return _omegaconf_line(cause, append[0].lower() + append[1:] if append else None)
+            line = _omegaconf_line(cause, append[0].lower() + append[1:] if append else None)
+            in_file = re.match(r"In '([^']+)': ", str(exc))
+            return f"{line} (set in config '{in_file.group(1)}')" if in_file else line
         return " ".join(_lines(str(exc)))
     return None
 

@@ -164,7 +164,7 @@ def export_student(target: str, out_dir: Path, which: str = "last") -> dict[str,
             "weights": str(found.weights_file),
             "run_dir": str(found.run_dir) if found.run_dir else None,
         },
-        "config": OmegaConf.to_container(found.cfg, resolve=True),
+        "config": OmegaConf.to_container(found.cfg, resolve=True, enum_to_str=True),
     }
     atomic_write_json(sidecar, info)
     return info

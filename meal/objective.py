@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from meal.config.schema import Objective
 from meal.errors import ConfigError
 
-OBJECTIVES = ("auto", "val", "test")
+OBJECTIVES = Objective.values()
 #: sweepers that only enumerate the overrides they are given (nothing is chosen from the returned values)
 GRID_SWEEPERS = frozenset({"hydra._internal.core_plugins.basic_sweeper.BasicSweeper"})
 

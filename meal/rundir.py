@@ -38,8 +38,9 @@ def _drop(container: dict, dotted: str) -> None:
 
 
 def comparable_config(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config minus the keys that may differ between restarts of one run."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
+    """The resolved config minus the keys that may differ between restarts of one run, as plain containers
+    (a choice key's value as its string, as every resolved_config.yaml records it)."""
+    plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     assert isinstance(plain, dict)
     for key in RESTART_FREE_KEYS:
         _drop(plain, key)

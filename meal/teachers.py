@@ -40,13 +40,13 @@ def recipe_of_run(cfg: Any) -> dict[str, Any]:
     return {
         "name": cfg.trainer.zoo_recipe,
         "epochs": int(cfg.trainer.epochs) if cfg.trainer.epochs else None,
-        "optim": cfg.optim.name,
+        "optim": str(cfg.optim.name),
         "lr": float(cfg.optim.lr),
-        "schedule": cfg.schedule.name,
+        "schedule": str(cfg.schedule.name),
         "train_subset": cfg.data.train_subset,
         "batch_size": int(cfg.data.batch_size),
         "weight_decay": float(cfg.optim.weight_decay),
-        "augment": cfg.data.augment,
+        "augment": str(cfg.data.augment),
     }
 
 

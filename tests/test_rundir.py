@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from omegaconf import OmegaConf
 
 from meal.app import train
+from meal.config.schema import Precision
 from meal.errors import CheckpointError, DataError, MealError
 from meal.models import build_model
-from meal.rundir import RESOLVED_CONFIG
+from meal.rundir import RESOLVED_CONFIG, check_config, comparable_config, write_config
 from meal.runlock import LOCK_FILE
 from tests.conftest import compose_config, needs_fashion_mnist
 from tests.test_runlock import hold_in_subprocess
@@ -118,6 +120,26 @@ def test_a_run_saved_before_a_key_existed_resumes_when_the_key_holds_its_default
     assert {name: (run / name).read_bytes() for name in before} == before
     resumed = train(compose_config([*TINY, "trainer.epochs=2"], run), run)
     assert resumed.status == "completed" and resumed.steps == 4
+
+
+def test_a_run_directory_saved_before_the_choice_keys_were_typed_restarts_and_compares_by_value(tmp_path: Path) -> None:
+    """Choice keys hold Enum members in a composed config; resolved_config.yaml holds their plain values, as
+    every run directory written before the keys were typed does. Such a directory restarts, and a changed
+    choice is refused showing the values."""
+    run = tmp_path / "run"
+    cfg = compose_config([*TINY, "trainer.precision=fp32"], run)
+    assert isinstance(cfg.trainer.precision, Precision) and isinstance(cfg.method.name, str)
+    plain = comparable_config(cfg)
+    assert type(plain["trainer"]["precision"]) is str and type(plain["schedule"]["name"]) is str
+    run.mkdir()
+    (run / RESOLVED_CONFIG).write_text(yaml.safe_dump(plain))  # safe_dump refuses any object but plain data
+    assert check_config(compose_config([*TINY, "trainer.precision=fp32"], run), run) is True
+    with pytest.raises(MealError, match=r"different config: trainer\.precision \(was 'fp32', now 'bf16'\);"):
+        check_config(compose_config([*TINY, "trainer.precision=bf16"], run), run)
+    written = tmp_path / "written"
+    write_config(cfg, written)
+    assert "precision: fp32\n" in (written / RESOLVED_CONFIG).read_text()
+    assert yaml.safe_load((written / RESOLVED_CONFIG).read_text()) == plain
 
 
 def test_a_teacher_run_waits_for_the_directory_instead_of_being_refused(tmp_path: Path) -> None:

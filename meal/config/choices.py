@@ -1,4 +1,9 @@
-"""Checking a config value against its allowed choices, with the one-line error every key gets."""
+"""Checking a config value against its allowed choices, with the one-line error every key gets.
+
+A choice key of the schemas is typed with a :class:`~meal.core.choice.Choice`, so a composed config
+cannot hold another value (the same message comes from :mod:`meal.entry`); :func:`one_of` is for code
+that may be given a plain string (a config built without the schemas).
+"""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Structured-config schemas for every config group.
 
 Each group's YAML options extend one of these dataclasses (registered in Hydra's
-ConfigStore by :func:`register_schemas`), so a misspelt key or a value of the
-wrong type fails at composition time with the key's full name.
+ConfigStore by :func:`register_schemas`), so a misspelt key, a value of the
+wrong type or a value outside a choice key's allowed values (the :class:`~meal.core.choice.Choice`
+types below) fails at composition time with the key's full name.
 """
 
 from __future__ import annotations
@@ -15,10 +16,103 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from meal.config.ranges import ranged
+from meal.core.choice import Choice
 from meal.tracking.config import LoggerConfig
 
 CIFAR_MEAN = [0.4914, 0.4822, 0.4465]
 CIFAR_STD = [0.2023, 0.1994, 0.2010]
+
+
+# The allowed values of the choice keys below; a value outside them fails at composition, naming the key.
+class Augment(Choice):
+    """`data.augment`: pad-crop and flip for in-memory data sets, random-resized-crop + flip for image
+    folders (each data set accepts its own subset, :mod:`meal.data.registry`)."""
+
+    none = "none"
+    flip = "flip"
+    pad_crop = "pad_crop"
+    pad_crop_flip = "pad_crop_flip"
+    random_resized_crop_flip = "random_resized_crop_flip"
+
+
+class OptimizerName(Choice):
+    """`optim.name`, `teachers.training.optim` and the discriminators' `method.d_optim`."""
+
+    sgd = "sgd"
+    adamw = "adamw"
+
+
+class ScheduleName(Choice):
+    """`schedule.name` and `teachers.training.schedule` (see :class:`ScheduleConfig`)."""
+
+    meal_step = "meal_step"
+    multistep = "multistep"
+    cosine = "cosine"
+    constant = "constant"
+
+
+class AdversarialMode(Choice):
+    """`method.adversarial` (:mod:`meal.methods.adversarial`)."""
+
+    grl = "grl"
+    joint = "joint"
+    alternating = "alternating"
+    none = "none"
+
+
+class DiscriminatorSchedule(Choice):
+    """`method.d_schedule`: the discriminators' LR follows the student's schedule, or stays at `d_lr`."""
+
+    student = "student"
+    constant = "constant"
+
+
+class SoftLabelSource(Choice):
+    """`method.soft_labels`: the teachers on every step, or a cache of their outputs (:mod:`meal.softlabels`)."""
+
+    online = "online"
+    cached = "cached"
+
+
+class CacheDtype(Choice):
+    """`method.cache_dtype`: the storage type of cached soft labels."""
+
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+    float32 = "float32"
+
+
+class Precision(Choice):
+    """`trainer.precision` and `trainer.teacher_precision` (auto: bf16 on CUDA, fp32 on the CPU)."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Objective(Choice):
+    """`trainer.objective` (:mod:`meal.objective`)."""
+
+    auto = "auto"
+    val = "val"
+    test = "test"
+
+
+class ProgressMode(Choice):
+    """`trainer.progress`: auto (a bar on a terminal, log lines otherwise), bar, log or off."""
+
+    auto = "auto"
+    bar = "bar"
+    log = "log"
+    off = "off"
+
+
+class NonFinitePolicy(Choice):
+    """`trainer.nonfinite`: what a non-finite loss does: stop the run, or skip the step."""
+
+    stop = "stop"
+    skip = "skip"
 
 
 @dataclass
@@ -37,7 +131,7 @@ class DataConfig:
     batch_size: int = ranged(128, ge=1)
     eval_batch_size: int = ranged(1000, ge=1)
     workers: int = ranged(0, ge=0)
-    augment: str = "none"
+    augment: Augment = Augment.none
     pad: int = ranged(4, ge=0)
     normalize: bool = True
     mean: list[float] = ranged(factory=lambda: list(CIFAR_MEAN))
@@ -81,8 +175,8 @@ class TeacherTraining:
 
     epochs: int = ranged(10, ge=1)
     lr: float = ranged(0.05, gt=0)
-    optim: str = "sgd"
-    schedule: str = "cosine"
+    optim: OptimizerName = OptimizerName.sgd
+    schedule: ScheduleName = ScheduleName.cosine
     train_subset: int | None = ranged(None, ge=1)
     recipe: str | None = None
 
@@ -108,13 +202,13 @@ class MethodConfig:
 class AdversarialConfig:
     """Discriminator settings shared by MEAL v1 and MEAL V2."""
 
-    adversarial: str = "grl"
+    adversarial: AdversarialMode = AdversarialMode.grl
     d_lr: float = ranged(1e-3, gt=0)
-    d_optim: str = "sgd"
+    d_optim: OptimizerName = OptimizerName.sgd
     d_momentum: float = ranged(0.9, ge=0, lt=1)
     d_weight_decay: float = ranged(5e-4, ge=0)
     d_betas: list[float] = ranged(factory=lambda: [0.5, 0.999], ge=0, lt=1)
-    d_schedule: str = "student"
+    d_schedule: DiscriminatorSchedule = DiscriminatorSchedule.student
     K: int = ranged(2, ge=1)
     d_min_hidden: int = ranged(1, ge=1)
     d_final_relu: bool = False
@@ -124,9 +218,9 @@ class AdversarialConfig:
 class SoftLabelConfig:
     """Where the ensemble's soft labels come from (MEAL V2 and KD)."""
 
-    soft_labels: str = "online"
+    soft_labels: SoftLabelSource = SoftLabelSource.online
     cache_dir: str | None = None
-    cache_dtype: str = "float16"
+    cache_dtype: CacheDtype = CacheDtype.float16
     cache_topk: int | None = ranged(None, ge=1)
     cache_crops: int = ranged(16, ge=1)
 
@@ -135,7 +229,7 @@ class SoftLabelConfig:
 class OptimConfig:
     """Student optimizer (`optim=` group): sgd or adamw."""
 
-    name: str = "sgd"
+    name: OptimizerName = OptimizerName.sgd
     lr: float = ranged(0.1, gt=0)
     momentum: float = ranged(0.9, ge=0, lt=1)
     nesterov: bool = False
@@ -153,7 +247,7 @@ class ScheduleConfig:
     constant: x1 (after an optional warmup).
     """
 
-    name: str = "meal_step"
+    name: ScheduleName = ScheduleName.meal_step
     factor: float = ranged(1.0, gt=0)
     milestones: list[float] = ranged(factory=list, ge=0)
     decay: float = ranged(0.1, gt=0)
@@ -168,8 +262,8 @@ class TrainerConfig:
     epochs: int | None = ranged(None, ge=1)
     max_steps: int | None = ranged(None, ge=1)
     device: str = "auto"
-    precision: str = "auto"
-    teacher_precision: str = "auto"
+    precision: Precision = Precision.auto
+    teacher_precision: Precision = Precision.auto
     channels_last: bool = False
     compile: bool = False
     deterministic: bool = False
@@ -177,11 +271,11 @@ class TrainerConfig:
     eval_every: int = ranged(1, ge=1)
     ckpt_every_steps: int | None = ranged(None, ge=1)
     keep_best: bool = True
-    objective: str = "auto"  # auto | val | test: what launch.py returns and best.pt follows (meal.objective)
+    objective: Objective = Objective.auto  # what launch.py returns and best.pt follows (meal.objective)
     log_every_steps: int = ranged(50, ge=1)
-    progress: str = "auto"
+    progress: ProgressMode = ProgressMode.auto
     grad_clip: float | None = ranged(None, gt=0)
-    nonfinite: str = "stop"
+    nonfinite: NonFinitePolicy = NonFinitePolicy.stop
     max_skipped_steps: int = ranged(10, ge=0)
     export_to_zoo: bool = False
     zoo_recipe: str | None = None  # recipe name in the exported zoo file name: <arch>-s<seed>-<recipe>.pt
@@ -301,4 +395,6 @@ def schema_default(dotted: str, method_schema: type | None = None) -> Any:
         value = OmegaConf.select(root, dotted)
     except Exception:  # an interpolation that cannot resolve without the rest of a run's config
         return NO_DEFAULT
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    if OmegaConf.is_config(value):
+        return OmegaConf.to_container(value, resolve=True, enum_to_str=True)
+    return str(value) if isinstance(value, Choice) else value

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import torch
 
-AUGMENTATIONS = ("none", "flip", "pad_crop", "pad_crop_flip")
+from meal.config.schema import Augment
+
+#: the `data.augment` values of data sets held in memory (the schema's Augment lists every data set's)
+AUGMENTATIONS = (Augment.none, Augment.flip, Augment.pad_crop, Augment.pad_crop_flip)
 
 
 def sample_params(n: int, augment: str, pad: int, generator: torch.Generator) -> torch.Tensor:

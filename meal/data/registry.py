@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from meal.config.schema import Augment
 from meal.data.augment import AUGMENTATIONS
 from meal.data.sources import TensorSplits, load_fashion_mnist, load_torchvision_set, make_synthetic
 from meal.errors import ConfigError
 
 #: augmentations of datasets read from image folders (decoded per batch)
-FOLDER_AUGMENTATIONS = ("none", "random_resized_crop_flip")
+FOLDER_AUGMENTATIONS = (Augment.none, Augment.random_resized_crop_flip)
 
 
 @dataclass(frozen=True)

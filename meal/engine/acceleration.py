@@ -15,20 +15,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from meal.config.validate import PRECISIONS
+from meal.config.choices import one_of
+from meal.config.schema import Precision
 from meal.core.frozen import cast_frozen
-from meal.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 COMPILER_MODULES = ("torch._dynamo", "torch._inductor")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = Precision.values()
 
 
 def resolve_precision(name: str, device: torch.device, key: str = "trainer.precision") -> torch.dtype | None:
     """The reduced dtype a precision name stands for (None = fp32). auto: bf16 on CUDA, fp32 on CPU."""
-    if name not in PRECISIONS:
-        raise ConfigError(key, f"'{name}' is not a valid choice", f"choose one of: {', '.join(PRECISIONS)}")
+    one_of(key, name, PRECISIONS)
     if name == "auto":
         name = "bf16" if device.type == "cuda" else "fp32"
     return DTYPES[name]

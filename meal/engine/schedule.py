@@ -13,11 +13,12 @@ from typing import Any
 
 import torch
 
+from meal.config.schema import OptimizerName, ScheduleName
 from meal.core.optim import fused_optimizer
 from meal.errors import ConfigError
 
-SCHEDULES = ("meal_step", "multistep", "cosine", "constant")
-OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ScheduleName.values()
+OPTIMIZERS = OptimizerName.values()
 
 
 def resolve_epochs(trainer_cfg: Any, schedule_cfg: Any) -> int:

@@ -101,8 +101,6 @@ class Trainer:
         self.lr_at = lr_multiplier(cfg.schedule, epochs, schedule_stretch)
         self.autocast_dtype = resolve_precision(self.tcfg.precision, device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype == torch.float16)
-        if self.tcfg.nonfinite not in ("stop", "skip"):
-            raise MealError(f"trainer.nonfinite: unknown policy '{self.tcfg.nonfinite}' (choose stop or skip)")
         self.state = TrainState()
         # best.pt follows the run's objective: validation top-1 when there is a validation split
         self.best_metric = objective_metric(self.tcfg.objective, cfg.data.val_split if data.val is not None else 0.0)

@@ -33,7 +33,7 @@ def _group_nodes(choices: dict[str, str]) -> dict[str, dict]:
             composed = compose("config", overrides=[f"{group}={option}" for group, option in choices.items()])
     finally:
         GlobalHydra.instance().clear()
-    return {group: OmegaConf.to_container(composed[group], resolve=False) for group in choices}
+    return {group: OmegaConf.to_container(composed[group], resolve=False, enum_to_str=True) for group in choices}
 
 
 def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConfig, set[str]]:
@@ -50,7 +50,7 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConf
             values.append((key, value))
         else:
             raise ConfigError(key, "cannot be overridden here", f"choose {'= or '.join(GROUPS)}= or a dotted key")
-    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False, enum_to_str=True))
     if choices:
         with open_dict(cfg):
             for group, node in _group_nodes(choices).items():

@@ -124,7 +124,9 @@ def run_config(run_dir: Path) -> DictConfig:
         "zoo": os.environ.get("MEAL_ZOO") or str(root / "zoo"),
         "cache_dir": os.environ.get("MEAL_CACHE") or str(root / "cache"),
     }
-    data_defaults = OmegaConf.to_container(OmegaConf.structured(DataConfig(name=str(saved.data.name))))
+    data_defaults = OmegaConf.to_container(
+        OmegaConf.structured(DataConfig(name=str(saved.data.name))), enum_to_str=True
+    )
     cfg = OmegaConf.merge({"paths": paths, "data": data_defaults}, saved)
     overrides = (
         OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")

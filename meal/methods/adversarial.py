@@ -19,21 +19,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from meal.config.choices import one_of, two_betas
+from meal.config.choices import two_betas
 from meal.core.optim import fused_optimizer
 from meal.methods.base import ExtraOptimizer
 from meal.methods.components import Discriminator, discriminator_loss, generator_loss
 
-MODES = ("grl", "joint", "alternating", "none")
-D_OPTIMIZERS = ("sgd", "adamw")
-D_SCHEDULES = ("student", "constant")
-
 
 def check_adversarial_options(cfg: Any) -> None:
-    """Check the discriminator options of :class:`meal.config.schema.AdversarialConfig` (before any work)."""
-    one_of("method.adversarial", cfg.adversarial, MODES)
-    one_of("method.d_optim", cfg.d_optim, D_OPTIMIZERS)
-    one_of("method.d_schedule", cfg.d_schedule, D_SCHEDULES)
+    """Check the discriminator options of :class:`meal.config.schema.AdversarialConfig` (before any work).
+
+    The modes, optimizers and schedule policies are the schema's choice types (refused at composition).
+    """
     two_betas("method.d_betas", cfg.d_betas)
 
 

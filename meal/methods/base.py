@@ -68,9 +68,11 @@ class Method(nn.Module):
 
     @classmethod
     def check_config(cls, cfg: Any) -> None:
-        """Check the method's options that need no model (allowed values, list lengths); raise ConfigError.
+        """Check the method's options that need no model (e.g. list lengths); raise ConfigError.
 
-        Runs in :func:`meal.config.validate.validate`, before any data, model or file is touched.
+        A choice key's allowed values are its schema's (a :class:`~meal.core.choice.Choice` type, refused
+        at composition), its numeric ranges are declared in the schema (:mod:`meal.config.ranges`). Runs in
+        :func:`meal.config.validate.validate`, before any data, model or file is touched.
         """
 
     @classmethod

@@ -35,7 +35,6 @@ from meal.errors import ConfigError
 from meal.methods.base import Method, StepOutput, Teacher
 from meal.methods.registry import register_method
 from meal.softlabels import SoftLabels
-from meal.softlabels.spec import check_soft_label_options
 
 
 @dataclass
@@ -85,11 +84,6 @@ class DecoupledKD(Method):
     name = "dkd"
     schema = DKDMethodConfig
     supports_cached_soft_labels = True
-
-    @classmethod
-    def check_config(cls, cfg: Any) -> None:
-        """The soft-label source and cache type (the weights' ranges are the schema's)."""
-        check_soft_label_options(cfg)
 
     def __init__(
         self, cfg: Any, student: nn.Module, teachers: Sequence[Teacher], num_classes: int, seed: int = 0

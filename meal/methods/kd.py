@@ -26,7 +26,6 @@ from meal.methods.base import Method, StepOutput, Teacher
 from meal.methods.components import kl_to_probs
 from meal.methods.registry import register_method
 from meal.softlabels import SoftLabels
-from meal.softlabels.spec import check_soft_label_options
 
 
 @dataclass
@@ -45,11 +44,6 @@ class KnowledgeDistillation(Method):
     name = "kd"
     schema = KDMethodConfig
     supports_cached_soft_labels = True
-
-    @classmethod
-    def check_config(cls, cfg: Any) -> None:
-        """The soft-label source and cache type."""
-        check_soft_label_options(cfg)
 
     def __init__(
         self, cfg: Any, student: nn.Module, teachers: Sequence[Teacher], num_classes: int, seed: int = 0

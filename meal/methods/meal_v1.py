@@ -15,7 +15,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from meal.config.choices import one_of
 from meal.config.ranges import ranged
 from meal.config.schema import AdversarialConfig, MethodConfig
 from meal.data.batch import Batch
@@ -28,9 +27,9 @@ from meal.methods.adversarial import (
 )
 from meal.methods.base import ExtraOptimizer, Method, StepOutput, Teacher
 from meal.methods.components import (
-    POOL_KINDS,
-    SELECTION_MODES,
-    SIMILARITY_KINDS,
+    Pool,
+    Similarity,
+    TeacherSelection,
     TeacherSelector,
     align,
     frozen_input,
@@ -56,10 +55,10 @@ class MealV1MethodConfig(MethodConfig, AdversarialConfig):
     out_dims: list[int] = ranged(factory=lambda: [10], ge=1)
     gamma: list[float] = ranged(factory=lambda: [1.0], ge=0)
     eta: list[float] = ranged(factory=lambda: [0.1], ge=0)
-    similarity: str = "ce"
+    similarity: Similarity = Similarity.ce
     temperature: float = ranged(1.0, gt=0)
-    pool: str = "avg"
-    teacher_selection: str = "random"
+    pool: Pool = Pool.avg
+    teacher_selection: TeacherSelection = TeacherSelection.random
     epochs_per_teacher: bool = False
 
 
@@ -112,11 +111,8 @@ class MealV1(Method):
 
     @classmethod
     def check_config(cls, cfg: Any) -> None:
-        """The block lists and every choice key."""
+        """The block lists and the discriminators' betas (the choice keys are the schema's types)."""
         _check_block_lists(cfg)
-        one_of("method.similarity", cfg.similarity, SIMILARITY_KINDS)
-        one_of("method.pool", cfg.pool, POOL_KINDS)
-        one_of("method.teacher_selection", cfg.teacher_selection, SELECTION_MODES)
         check_adversarial_options(cfg)
 
     @classmethod

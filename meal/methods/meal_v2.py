@@ -36,9 +36,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from meal.config.choices import one_of
 from meal.config.ranges import ranged
-from meal.config.schema import AdversarialConfig, MethodConfig, SoftLabelConfig
+from meal.config.schema import AdversarialConfig, DiscriminatorSchedule, MethodConfig, SoftLabelConfig
+from meal.core.choice import Choice
 from meal.data.batch import Batch, to_device
 from meal.errors import ConfigError
 from meal.methods.adversarial import (
@@ -51,9 +51,13 @@ from meal.methods.base import ExtraOptimizer, Method, StepOutput, Teacher
 from meal.methods.components import kl_to_probs, soft_cross_entropy
 from meal.methods.registry import register_method
 from meal.softlabels import SoftLabels
-from meal.softlabels.spec import check_soft_label_options
 
-LOSSES = ("ce", "kl")
+
+class MealV2Loss(Choice):
+    """`method.loss`: soft cross-entropy to the ensemble's mean softmax (published) or the KL divergence."""
+
+    ce = "ce"
+    kl = "kl"
 
 
 @dataclass
@@ -68,12 +72,12 @@ class MealV2MethodConfig(MethodConfig, AdversarialConfig, SoftLabelConfig):
     name: str = "meal_v2"
     temperature: float = ranged(1.0, gt=0)
     eta: float = ranged(0.1, ge=0)
-    loss: str = "ce"
+    loss: MealV2Loss = MealV2Loss.ce
     K: int = ranged(8, ge=1)
     d_min_hidden: int = ranged(4, ge=1)
     d_lr: float = ranged(1e-4, gt=0)
     d_weight_decay: float = ranged(0.0, ge=0)
-    d_schedule: str = "constant"
+    d_schedule: DiscriminatorSchedule = DiscriminatorSchedule.constant
     cutmix: float = ranged(0.0, ge=0, le=1)
     cutmix_alpha: float = ranged(1.0, gt=0)
 
@@ -109,10 +113,8 @@ class MealV2(Method):
 
     @classmethod
     def check_config(cls, cfg: Any) -> None:
-        """The loss, the discriminator and the soft-label options (ranges are the schema's)."""
-        one_of("method.loss", cfg.loss, LOSSES)
+        """The discriminators' betas (the choice keys' values and the ranges are the schema's)."""
         check_adversarial_options(cfg)
-        check_soft_label_options(cfg)
 
     def __init__(
         self, cfg: Any, student: nn.Module, teachers: Sequence[Teacher], num_classes: int, seed: int = 0

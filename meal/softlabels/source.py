@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from meal.config.choices import one_of
+from meal.config.schema import SoftLabelSource
 from meal.core.teacher import Teacher
 from meal.data.batch import Batch, to_device
 from meal.data.imagefolder import FolderLoader
@@ -31,7 +33,7 @@ from meal.softlabels.targets import OnlineSoftLabels, SoftTargets, unpack
 
 log = logging.getLogger(__name__)
 
-MODES = ("online", "cached")
+MODES = SoftLabelSource.values()
 
 
 class CachedSoftLabels:
@@ -188,8 +190,7 @@ class SoftLabels:
 
     def __init__(self, method_cfg: Any, teachers: Sequence[Teacher], temperature: float) -> None:
         mode = str(getattr(method_cfg, "soft_labels", "online"))
-        if mode not in MODES:
-            raise ConfigError("method.soft_labels", f"'{mode}' is not a valid choice", "choose online or cached")
+        one_of("method.soft_labels", mode, MODES)
         self.mode = mode
         self.method_cfg = method_cfg
         self.teachers = list(teachers)

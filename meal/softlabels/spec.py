@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from meal.config.choices import one_of
+from meal.config.schema import CacheDtype
 from meal.core.teacher import Teacher
 from meal.data.imagefolder import RATIO, SCALE, FolderLoader
 from meal.data.tensor_loader import TensorLoader
@@ -42,16 +43,10 @@ from meal.errors import ConfigError
 
 FORMAT = "meal-softlabels/1"
 CROP_SEED = 20201117
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-SOURCES = ("online", "cached")
+#: the torch type of each `method.cache_dtype`
+DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in CacheDtype.values()}
 CROP_AUGMENTS = ("pad_crop", "pad_crop_flip")
 FLIP_AUGMENTS = ("flip", "pad_crop_flip")
-
-
-def check_soft_label_options(cfg: Any) -> None:
-    """Check the options of :class:`meal.config.schema.SoftLabelConfig` (before any work)."""
-    one_of("method.soft_labels", cfg.soft_labels, SOURCES)
-    one_of("method.cache_dtype", cfg.cache_dtype, DTYPES)
 
 
 @dataclass
@@ -147,10 +142,7 @@ def folder_fingerprint(loader: FolderLoader) -> str:
 
 def _target_inputs(method_cfg: Any) -> tuple[float, str, int | None]:
     dtype = str(method_cfg.cache_dtype)
-    if dtype not in DTYPES:
-        raise ConfigError(
-            "method.cache_dtype", f"'{dtype}' is not a storage dtype", f"choose one of: {', '.join(DTYPES)}"
-        )
+    one_of("method.cache_dtype", dtype, DTYPES)
     topk = method_cfg.cache_topk
     if topk is not None and int(topk) <= 0:
         raise ConfigError("method.cache_topk", f"must be positive or null, got {topk}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +12,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from meal.errors import ConfigError
 from meal.tracking.base import NullTracker, Tracker
+from meal.tracking.config import LoggerBackend
 from meal.tracking.mode import resolve_mode
 from meal.tracking.run_id import load_or_create_run_id
 from meal.tracking.wandb_tracker import WandbTracker, reset_wandb, start_wandb_run
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("wandb", "none")
+BACKENDS = LoggerBackend.values()
 MAX_TAG_LENGTH = 64
 
 
@@ -115,10 +117,19 @@ def _option(cfg: Any, key: str, default: Any) -> Any:
 
 
 def _plain_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The run config as plain containers (W&B stores dicts, not omegaconf nodes)."""
+    """The run config as plain containers (W&B stores dicts, not omegaconf nodes), a choice key's value as
+    the plain string it was written as (``none``, not ``AdversarialMode.none``)."""
     if isinstance(config, DictConfig):
-        return OmegaConf.to_container(config, resolve=True)  # type: ignore[return-value]
-    return dict(config)
+        return OmegaConf.to_container(config, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+    return _plain(dict(config))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(item) for item in value)
+    return value.name if isinstance(value, Enum) else value
 
 
 def _clean_tags(tags: Iterable[Any]) -> list[str]:

@@ -4,6 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from meal.core.choice import Choice
+
+
+class LoggerBackend(Choice):
+    """`logger.name`: track with Weights & Biases, or with nothing besides the run directory."""
+
+    wandb = "wandb"
+    none = "none"
+
+
+class LoggerMode(Choice):
+    """`logger.mode` (:func:`meal.tracking.mode.resolve_mode`)."""
+
+    auto = "auto"
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
+
 
 @dataclass
 class LoggerConfig:
@@ -22,10 +40,10 @@ class LoggerConfig:
         dir: unused; W&B files always go to ``<run_dir>/wandb``.
     """
 
-    name: str = "wandb"
+    name: LoggerBackend = LoggerBackend.wandb
     project: str = "meal"
     entity: str | None = None
-    mode: str = "auto"
+    mode: LoggerMode = LoggerMode.auto
     group: str | None = None
     run_name: str | None = None
     tags: list[str] = field(default_factory=list)

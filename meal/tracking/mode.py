@@ -9,8 +9,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from meal.errors import ConfigError
+from meal.tracking.config import LoggerMode
 
-MODES = ("auto", "online", "offline", "disabled")
+MODES = LoggerMode.values()
 # W&B's hosted API answers at both hosts; a key stored for either one logs in.
 SAAS_API_HOSTS = ("api.wandb.ai", "api.forge.coreweave.com")
 
@@ -39,7 +40,7 @@ def resolve_mode(mode: str) -> tuple[str, str]:
     if mode not in MODES:
         raise ConfigError("logger.mode", f"unknown mode {mode!r}", f"use one of {', '.join(MODES)}")
     if mode != "auto":
-        return mode, f"logger.mode={mode}"
+        return str(mode), f"logger.mode={mode}"
     env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
     if env_mode in _WANDB_MODE_ALIASES:
         return _WANDB_MODE_ALIASES[env_mode], f"WANDB_MODE={env_mode}"

@@ -155,12 +155,130 @@ def a_file(tmp: Path) -> None:
     (tmp / "a_file").write_text("not a folder\n")
 
 
+def experiment_with_a_bad_choice(tmp: Path) -> None:
+    """An experiment file (a `paper=` option in its own search path) that sets a choice key to a bad value."""
+    (tmp / "conf" / "paper").mkdir(parents=True)
+    (tmp / "conf" / "paper" / "bad.yaml").write_text("# @package _global_\ntrainer:\n  progress: sometimes\n")
+
+
 def _softlabels_missing() -> bool:
     return any(importlib.util.find_spec(name) is None for name in ("meal.softlabels", "meal.methods.kd"))
 
 
+# Choice keys (typed as Enums in the schemas): a value outside the allowed ones is refused while Hydra composes
+# the config, before the run directory exists. Each row also checks that nothing was written.
+CHOICE_CASES: list[Case] = [
+    Case(
+        "unknown-optim-name",
+        ("optim.name=lbfgs",),
+        None,
+        r"optim\.name: 'lbfgs' is not a valid choice \(choose one of: sgd, adamw\)",
+    ),
+    Case(
+        "unknown-schedule-name",
+        ("schedule.name=linear",),
+        None,
+        r"schedule\.name: 'linear' is not a valid choice \(choose one of: meal_step, multistep, cosine, constant\)",
+    ),
+    Case(
+        "progress-unknown",
+        ("trainer.progress=bogus",),
+        None,
+        r"trainer\.progress: 'bogus' is not a valid choice \(choose one of: auto, bar, log, off\)$",
+    ),
+    Case(
+        "nonfinite-policy-unknown",
+        ("trainer.nonfinite=ignore",),
+        None,
+        r"trainer\.nonfinite: 'ignore' is not a valid choice \(choose one of: stop, skip\)$",
+    ),
+    Case(
+        "meal-v2-loss-unknown",
+        ("method=meal_v2", "method.loss=mse"),
+        None,
+        r"method\.loss: 'mse' is not a valid choice \(choose one of: ce, kl\)$",
+    ),
+    Case(
+        "cache-dtype-unknown",
+        ("method=kd", "method.cache_dtype=float64"),
+        None,
+        r"method\.cache_dtype: 'float64' is not a valid choice \(choose one of: float16, bfloat16, float32\)$",
+    ),
+    Case(
+        "similarity-unknown",
+        (*MEAL_V1, "method.similarity=cosine"),
+        None,
+        r"method\.similarity: 'cosine' is not a valid choice \(choose one of: ce, l1, l2, l1_soft, l2_soft, kl\)$",
+    ),
+    Case(
+        "logger-mode-unknown",
+        ("logger.mode=sometimes",),
+        None,
+        r"logger\.mode: 'sometimes' is not a valid choice \(choose one of: auto, online, offline, disabled\)$",
+    ),
+    Case(
+        "precision-unknown",
+        ("trainer.teacher_precision=fp64",),
+        None,
+        r"trainer\.teacher_precision: 'fp64' is not a valid choice \(choose one of: auto, fp32, bf16, fp16\)",
+    ),
+    Case(
+        "adversarial-unknown",
+        (*MEAL_V1, "method.adversarial=bogus"),
+        None,
+        r"error: method\.adversarial: 'bogus' is not a valid choice \(choose one of: grl, joint, alternating, "
+        r"none\)$",
+    ),
+    Case(
+        "d-schedule-unknown",
+        ("method=meal_v2", "method.d_schedule=cosine"),
+        None,
+        r"error: method\.d_schedule: 'cosine' is not a valid choice \(choose one of: student, constant\)$",
+    ),
+    Case(
+        "teacher-selection-unknown",
+        (*MEAL_V1, "method.teacher_selection=best"),
+        None,
+        r"error: method\.teacher_selection: 'best' is not a valid choice \(choose one of: random, mean\)$",
+    ),
+    Case(
+        "objective-unknown",
+        ("trainer.objective=best",),
+        None,
+        r"error: trainer\.objective: 'best' is not a valid choice \(choose one of: auto, val, test\)$",
+    ),
+    Case(
+        "teacher-training-optim-unknown",
+        ("teachers.training.optim=adam",),
+        None,
+        r"error: teachers\.training\.optim: 'adam' is not a valid choice \(choose one of: sgd, adamw\)$",
+    ),
+    Case(
+        "augment-unknown",
+        ("data.augment=mixup",),
+        None,
+        r"error: data\.augment: 'mixup' is not a valid choice \(choose one of: none, flip, pad_crop, pad_crop_flip, "
+        r"random_resized_crop_flip\)$",
+    ),
+    Case(
+        "logger-name-unknown",
+        ("logger.name=tensorboard",),
+        None,
+        r"error: logger\.name: 'tensorboard' is not a valid choice \(choose one of: wandb, none\)$",
+    ),
+    Case(
+        "choice-in-a-config-file",
+        ("hydra.searchpath=[file://$tmp/conf]", "paper=bad"),
+        experiment_with_a_bad_choice,
+        r"error: trainer\.progress: 'sometimes' is not a valid choice \(choose one of: auto, bar, log, off\) \(set "
+        r"in config 'paper/bad'\)$",
+    ),
+]
+
+
 # ----------------------------------------------------------------------------------- the catalogue
 CASES: list[Case | object] = [
+    *CHOICE_CASES,
     # names that do not exist
     Case(
         "unknown-arch",
@@ -211,18 +329,6 @@ CASES: list[Case | object] = [
         ("optim=adam",),
         None,
         r"error: optim: no option 'adam'; did you mean 'adamw'\? \(choose one of: adamw, sgd",
-    ),
-    Case(
-        "unknown-optim-name",
-        ("optim.name=lbfgs",),
-        None,
-        r"optim\.name: 'lbfgs' is not a valid choice \(choose one of: sgd, adamw\)",
-    ),
-    Case(
-        "unknown-schedule-name",
-        ("schedule.name=linear",),
-        None,
-        r"schedule\.name: 'linear' is not a valid choice \(choose one of: meal_step, multistep, cosine, constant\)",
     ),
     # experiment names: Hydra skips an optional default it cannot find; meal refuses it
     Case(
@@ -579,49 +685,13 @@ CASES: list[Case | object] = [
         marks=pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc"),
         id="zoo-not-writable",
     ),
-    # choices checked before anything is loaded
+    # an augmentation the schema knows but this data set does not offer (checked against the data registry)
     Case(
-        "progress-unknown",
-        ("trainer.progress=bogus",),
+        "augment-unavailable",
+        ("data.augment=random_resized_crop_flip",),
         None,
-        r"trainer\.progress: 'bogus' is not a valid choice \(choose one of: auto, bar, log, off\)$",
-    ),
-    Case(
-        "nonfinite-policy-unknown",
-        ("trainer.nonfinite=ignore",),
-        None,
-        r"trainer\.nonfinite: 'ignore' is not a valid choice \(choose one of: stop, skip\)$",
-    ),
-    Case(
-        "meal-v2-loss-unknown",
-        ("method=meal_v2", "method.loss=mse"),
-        None,
-        r"method\.loss: 'mse' is not a valid choice \(choose one of: ce, kl\)$",
-    ),
-    Case(
-        "cache-dtype-unknown",
-        ("method=kd", "method.cache_dtype=float64"),
-        None,
-        r"method\.cache_dtype: 'float64' is not a valid choice \(choose one of: float16, bfloat16, float32\)$",
-    ),
-    Case(
-        "similarity-unknown",
-        (*MEAL_V1, "method.similarity=cosine"),
-        None,
-        r"method\.similarity: 'cosine' is not a valid choice \(choose one of: ce, l1, l2, l1_soft, l2_soft, kl\)$",
-    ),
-    Case(
-        "logger-mode-unknown",
-        ("logger.mode=sometimes",),
-        None,
-        r"logger\.mode: 'sometimes' is not a valid choice \(choose one of: auto, online, offline, disabled\)$",
-    ),
-    Case(
-        "augment-unknown",
-        ("data.augment=mixup",),
-        None,
-        r"data\.augment: 'mixup' is not available for synthetic \(choose one of: none, flip, pad_crop, "
-        r"pad_crop_flip\)",
+        r"data\.augment: 'random_resized_crop_flip' is not available for synthetic \(choose one of: none, flip, "
+        r"pad_crop, pad_crop_flip\)$",
     ),
     Case("mean-wrong-length", ("data.mean=[0.5]",), None, r"data\.mean: mean/std need 3 values \(one per channel\)"),
     # models and teachers that cannot be had
@@ -648,12 +718,6 @@ CASES: list[Case | object] = [
         ("student.pretrained=$tmp",),
         None,
         r"error: \S+: is a folder, not a weights file \(give the path of the \.pt/\.pth file in it\)$",
-    ),
-    Case(
-        "precision-unknown",
-        ("trainer.teacher_precision=fp64",),
-        None,
-        r"trainer\.teacher_precision: 'fp64' is not a valid choice \(choose one of: auto, fp32, bf16, fp16\)",
     ),
     Case(
         "pretrained-required",
@@ -867,6 +931,15 @@ def test_bad_input(case: Case, catalogue: Catalogue) -> None:
             assert after.startswith(data), f"{name} was rewritten"
         else:
             assert after == data, f"{name} changed: {_digest({name: data})} -> {_digest({name: after})}"
+
+
+@pytest.mark.parametrize("case", CHOICE_CASES, ids=[c.id for c in CHOICE_CASES])
+def test_a_bad_choice_is_refused_before_anything_is_written(case: Case, catalogue: Catalogue) -> None:
+    """Hydra refuses the value while composing: no run directory, not even Hydra's record or log."""
+    out = catalogue.outcome(case.id)
+    assert out.proc.returncode == 2
+    assert not (out.folder / "run").exists(), f"the refused start wrote {sorted(set(out.after) - set(out.before))}"
+    assert out.after == out.before
 
 
 # ----------------------------------------------------------------------------------- files and folders not trusted

@@ -53,6 +53,11 @@ BAD_INPUTS = [
         "method.soft_label",
     ),
     ("softlabels-no-soft-labels", ["-m", "meal.softlabels", *CHEAP, "method=ce"], "method"),
+    (
+        "softlabels-bad-choice",
+        ["-m", "meal.softlabels", "method=kd", "method.cache_dtype=float64"],
+        "method.cache_dtype",
+    ),
     ("softlabels-unknown-ablation", ["-m", "meal.softlabels", "method=kd", "ablation=fmnist_gama"], "ablation"),
     (
         "bench-betas",
@@ -71,6 +76,7 @@ BAD_INPUTS = [
         "optim.betas[1]",
     ),
     ("bench-misspelt-key", ["-m", "meal.bench", "--steps", "1", "data.batchsize=8"], "data.batchsize"),
+    ("bench-bad-choice", ["-m", "meal.bench", "--steps", "1", "trainer.precision=fp64"], "trainer.precision"),
     ("bench-steps", ["-m", "meal.bench", "--steps", "0"], "--steps"),
     ("launch-run-dir-under-a-file", ["launch.py", *CHEAP, "hydra.run.dir=$tmp/a_file/run"], "a_file/run"),
     ("report-missing-dir", ["-m", "meal.report", "$tmp/no_such_sweep"], "no_such_sweep"),

@@ -221,3 +221,20 @@ def test_bad_stored_id_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "wandb_id").write_text("not an id/\n")
     with pytest.raises(MealError, match="wandb_id: holds 'not an id/'"):
         start(tmp_path, mode="offline")
+
+
+def test_choice_values_reach_the_run_config_as_plain_strings(tmp_path: Path) -> None:
+    """A typed config's choice keys hold Enum members; W&B records the values a user wrote (``none``)."""
+    from meal.config.schema import AdversarialConfig, AdversarialMode, NonFinitePolicy
+    from meal.tracking.build import _plain_config
+
+    typed = OmegaConf.create({"method": OmegaConf.structured(AdversarialConfig(adversarial="none"))})
+    assert isinstance(typed.method.adversarial, AdversarialMode)
+    plain = _plain_config(typed)
+    assert type(plain["method"]["adversarial"]) is str and plain["method"]["adversarial"] == "none"
+
+    members = {"method": {"adversarial": AdversarialMode.none}, "trainer": [NonFinitePolicy.stop]}
+    tracker = build_tracker(OmegaConf.structured(LoggerConfig(mode="offline")), tmp_path, members, name="n", group="g")
+    tracker.finish()
+    config = read_wandb_run(tmp_path)["config"]
+    assert config == {"method": {"adversarial": "none"}, "trainer": ["stop"]}

@@ -40,16 +40,25 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from meal.core.choice import Choice
 from meal.errors import ConfigError
 
-POOL_KINDS: tuple[str, ...] = ("avg", "max")
+
+class Pool(Choice):
+    """The adaptive pooling of :func:`align`: MEAL v1's `method.pool`."""
+
+    avg = "avg"
+    max = "max"
+
+
+POOL_KINDS: tuple[str, ...] = Pool.values()
 """The accepted values of ``pool``."""
 
 
 def check_pool(pool: str) -> str:
     """Return ``pool`` if it is ``"avg"`` or ``"max"``, else raise :class:`ConfigError`."""
     if pool not in POOL_KINDS:
-        raise ConfigError("method.pool", f"unknown pooling {pool!r}", "use avg or max")
+        raise ConfigError("method.pool", f"unknown pooling {pool!r}", f"use one of {', '.join(POOL_KINDS)}")
     return pool
 
 

@@ -36,9 +36,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from meal.core.choice import Choice
 from meal.errors import ConfigError
 
-SIMILARITY_KINDS: tuple[str, ...] = ("ce", "l1", "l2", "l1_soft", "l2_soft", "kl")
+
+class Similarity(Choice):
+    """The similarity losses (see the module docstring): MEAL v1's `method.similarity`."""
+
+    ce = "ce"
+    l1 = "l1"
+    l2 = "l2"
+    l1_soft = "l1_soft"
+    l2_soft = "l2_soft"
+    kl = "kl"
+
+
+SIMILARITY_KINDS: tuple[str, ...] = Similarity.values()
 """The accepted values of ``kind`` in :func:`similarity_loss`."""
 
 _SOFTMAX_KINDS = frozenset({"ce", "l1_soft", "l2_soft", "kl"})

@@ -15,9 +15,18 @@ from typing import Any
 
 import torch
 
+from meal.core.choice import Choice
 from meal.errors import CheckpointError, ConfigError
 
-SELECTION_MODES: tuple[str, ...] = ("random", "mean")
+
+class TeacherSelection(Choice):
+    """How a step's teachers are chosen (see the module docstring): MEAL v1's `method.teacher_selection`."""
+
+    random = "random"
+    mean = "mean"
+
+
+SELECTION_MODES: tuple[str, ...] = TeacherSelection.values()
 """The accepted values of ``mode``."""
 
 
@@ -42,7 +51,7 @@ class TeacherSelector:
                 f"use one of {', '.join(SELECTION_MODES)}",
             )
         self.n_teachers = n_teachers
-        self.mode = mode
+        self.mode = str(mode)  # a plain string in the saved state, whatever type the config gave
         self.seed = int(seed)
         self.draws = 0
         self._generator = torch.Generator(device="cpu")
