@@ -4,8 +4,8 @@ Each rank trains a method for a few steps on its half of a fixed global batch, t
 DistributedDataParallel replicas (and SyncBatchNorm when asked), and also trains a single-process reference
 of the same method on the whole batch. It writes, per rank, how far its weights and buffers ended from the
 reference's and a fingerprint of its weights, so the test can compare ranks with each other and with one
-process. Usage: ``ddp_steps.py CASE OUT_DIR`` with CASE one of ``ce_sync_bn``, ``ce_plain_bn``,
-``meal_v2_alternating``, ``meal_v1_hidden_block``.
+process. Usage: ``ddp_steps.py OUT_DIR CASE [CASE ...]`` with each CASE one of ``ce_sync_bn``,
+``ce_plain_bn``, ``meal_v2_alternating``, ``meal_v1_hidden_block``; rank r writes ``OUT_DIR/<CASE>-rank<r>.json``.
 """
 
 from __future__ import annotations
@@ -71,9 +71,17 @@ def train(method: Method, part: slice) -> None:
 
 
 def main() -> None:
-    case, out_dir = sys.argv[1], Path(sys.argv[2])
-    name, options, sync_bn = CASES[case]
+    out_dir, cases = Path(sys.argv[1]), sys.argv[2:]
     info = distributed.setup()
+    for case in cases:
+        run_case(case, out_dir, info)
+    torch_dist.barrier()
+    distributed.teardown(info)
+
+
+def run_case(case: str, out_dir: Path, info: distributed.DistInfo) -> None:
+    """Train `case` as a replica and as a single-process reference; write this rank's comparison."""
+    name, options, sync_bn = CASES[case]
     rank, world = info.rank, info.world_size
 
     reference = build(name, options)
@@ -110,9 +118,7 @@ def main() -> None:
         "fingerprint": [float(state[n].double().sum()) for n in names],
         "sync_batchnorm_layers": sum("SyncBatchNorm" in type(m).__name__ for m in method.student.modules()),
     }
-    (out_dir / f"rank{rank}.json").write_text(json.dumps(report))
-    torch_dist.barrier()
-    distributed.teardown(info)
+    (out_dir / f"{case}-rank{rank}.json").write_text(json.dumps(report))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, needs_fashion_mnist, run_launch
+from tests.conftest import REPO, meal_environ, needs_fashion_mnist, run_launch
 
 ARGS = [
     "method=ce",
@@ -94,20 +94,27 @@ def test_a_last_batch_smaller_than_the_world_is_skipped(tmp_path: Path, meal_env
     assert json.loads((run / "result.json").read_text())["top1"] > 30.0, "learns: chance is 10%"
 
 
-def _rank_reports(case: str, tmp_path: Path, env: dict[str, str]) -> list[dict]:
-    proc = two_ranks([str(Path(__file__).with_name("ddp_steps.py")), case, str(tmp_path)], env)
+REPLICA_CASES = ["ce_sync_bn", "ce_plain_bn", "meal_v2_alternating", "meal_v1_hidden_block"]
+
+
+@pytest.fixture(scope="module")
+def replica_reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict]]:
+    """Every case of tests/engine/ddp_steps.py, run by one pair of ranks: {case: [rank 0's, rank 1's report]}."""
+    out = tmp_path_factory.mktemp("replicas")
+    script = str(Path(__file__).with_name("ddp_steps.py"))
+    proc = two_ranks([script, str(out), *REPLICA_CASES], meal_environ(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    return {case: [json.loads((out / f"{case}-rank{r}.json").read_text()) for r in (0, 1)] for case in REPLICA_CASES}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["ce_sync_bn", "meal_v2_alternating", "meal_v1_hidden_block"])
-def test_replicas_on_two_ranks_train_like_one_process(case: str, tmp_path: Path, meal_env: dict[str, str]) -> None:
+def test_replicas_on_two_ranks_train_like_one_process(case: str, replica_reports: dict[str, list[dict]]) -> None:
     """Every rank ends with the weights, BatchNorm statistics and discriminators of one process on the whole
     batch: the student's and the discriminators' gradients are averaged (the discriminator step inside MEAL
     V2's alternating training too), a hidden-block loss leaves the head unused without stalling the reducer,
     and the BatchNorm layers normalise with the global batch."""
-    reports = _rank_reports(case, tmp_path, meal_env)
+    reports = replica_reports[case]
     assert reports[0]["fingerprint"] == reports[1]["fingerprint"], "the ranks hold the same weights and buffers"
     for report in reports:
         assert report["world_size"] == 2
@@ -121,9 +128,9 @@ def test_replicas_on_two_ranks_train_like_one_process(case: str, tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_without_sync_batchnorm_each_rank_keeps_its_own_statistics(tmp_path: Path, meal_env: dict[str, str]) -> None:
+def test_without_sync_batchnorm_each_rank_keeps_its_own_statistics(replica_reports: dict[str, list[dict]]) -> None:
     """The contrast that makes the test above able to fail: per-process BatchNorm is not one process."""
-    reports = _rank_reports("ce_plain_bn", tmp_path, meal_env)
+    reports = replica_reports["ce_plain_bn"]
     for report in reports:
         assert report["sync_batchnorm_layers"] == 0
         assert report["max_running_stat_diff"] > 1e-3
