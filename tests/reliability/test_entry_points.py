@@ -19,6 +19,9 @@ import torch
 
 from tests.conftest import REPO, meal_environ
 
+# every test starts a command in a subprocess
+pytestmark = pytest.mark.slow
+
 CHEAP = [
     "data=synthetic",
     "data.train_size=64",
