@@ -218,6 +218,7 @@ def test_merge_overrides_lets_the_later_list_win_by_key() -> None:
     assert bench.override_key("~trainer.threads") == "trainer.threads"
 
 
+@pytest.mark.slow
 def test_compiled_follows_the_trainers_compile() -> None:
     model = torch.nn.Conv2d(3, 4, 3)
     assert not bench._compiled(model)
