@@ -796,7 +796,6 @@ def test_download_defaults_to_auto() -> None:
     assert data_cfg("cifar10").download == "auto"
 
 
-@pytest.mark.slow
 def test_auto_downloads_fashion_mnist_found_nowhere_into_the_data_dir(
     tmp_path: Path, no_debian_fashion: Path, fake_download: FakeFashionDownload, caplog: pytest.LogCaptureFixture
 ) -> None:

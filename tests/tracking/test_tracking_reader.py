@@ -21,7 +21,6 @@ def offline_run(run_dir: Path, rows: int, payload: str = "") -> Path:
     return path
 
 
-@pytest.mark.slow
 def test_records_larger_than_a_block_are_reassembled(tmp_path: Path) -> None:
     payload = "x" * 100_000
     path = offline_run(tmp_path, rows=2, payload=payload)
