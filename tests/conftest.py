@@ -29,6 +29,16 @@ needs_fashion_mnist = pytest.mark.skipif(
 )
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slurm and CUDA tests are slow too: `-m "not slow"` (the fast subset) leaves them out."""
+    for item in items:
+        if item.get_closest_marker("slow") is None and (
+            item.get_closest_marker("slurm") is not None or item.get_closest_marker("cuda") is not None
+        ):
+            item.add_marker(pytest.mark.slow)
+
+
 def compose_config(overrides: Sequence[str] = (), run_dir: Path | None = None) -> DictConfig:
     """Compose conf/ like launch.py does, with hydra's runtime values set so paths resolve."""
     from meal.config import register

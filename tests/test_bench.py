@@ -46,6 +46,7 @@ def run_bench(args: list[str], env: dict[str, str]) -> dict[str, Any]:
     return json.loads(lines[0])
 
 
+@pytest.mark.slow
 def test_bench_prints_one_json_object(tmp_path: Path, meal_env: dict[str, str]) -> None:
     paths = save_teachers(tmp_path)
     members = ",".join(f"{{arch:fmnist_tiny,checkpoint:'{p}'}}" for p in paths)
@@ -95,6 +96,7 @@ def test_bench_refuses_a_method_without_soft_labels() -> None:
         bench.main(["--json", "method=ce", "teachers=none"])
 
 
+@pytest.mark.slow
 def test_bench_reports_meal_v1_against_ce_with_random_teachers(meal_env: dict[str, str]) -> None:
     args = [
         "--json",
@@ -148,6 +150,7 @@ TINY_RGB = [
 ]
 
 
+@pytest.mark.slow
 def test_bench_regimes_print_one_json_object_with_each_regime(meal_env: dict[str, str]) -> None:
     args = [
         "--json",
@@ -184,6 +187,7 @@ def test_bench_regimes_print_one_json_object_with_each_regime(meal_env: dict[str
     assert eager["cache_dir"] == fast["cache_dir"]
 
 
+@pytest.mark.slow
 def test_bench_profile_writes_operator_tables(tmp_path: Path) -> None:
     out, work = tmp_path / "profile", tmp_path / "work"
     cfg = bench.compose_config([*TINY_RGB, f"paths.cache_dir={tmp_path / 'cache'}"], work / "run")
@@ -214,6 +218,7 @@ def test_merge_overrides_lets_the_later_list_win_by_key() -> None:
     assert bench.override_key("~trainer.threads") == "trainer.threads"
 
 
+@pytest.mark.slow
 def test_compiled_follows_the_trainers_compile() -> None:
     model = torch.nn.Conv2d(3, 4, 3)
     assert not bench._compiled(model)
@@ -311,6 +316,7 @@ def test_gpu_table_dry_run_prints_the_documented_commands(capsys: pytest.Capture
         assert command in readme, command
 
 
+@pytest.mark.slow
 def test_gpu_table_runs_both_cases_on_tiny_nets(tmp_path: Path, meal_env: dict[str, str]) -> None:
     tiny = [
         "student=fmnist_tiny",

@@ -130,6 +130,7 @@ def test_run_entry_point_statuses(caplog: pytest.LogCaptureFixture) -> None:
         run_entry_point(lambda: (_ for _ in ()).throw(ValueError("a bug")))
 
 
+@pytest.mark.slow
 def test_run_hydra_main_lets_composition_errors_reach_it_and_restores_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -61,6 +61,7 @@ def test_a_teacher_with_another_block_count_is_refused_before_work(monkeypatch: 
         check_before_work(cfg)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["meal_v1", "meal_v2", "kd"])
 def test_a_distillation_method_without_teachers_is_refused_before_work(method: str) -> None:
     cfg = compose_config([f"method={method}", "teachers=none"])
@@ -71,6 +72,7 @@ def test_a_distillation_method_without_teachers_is_refused_before_work(method: s
         check_before_work(cfg)
 
 
+@pytest.mark.slow
 def test_the_default_configs_pass() -> None:
     for method in ("meal_v1", "meal_v1_blockwise", "meal_v2", "kd", "ce"):
         overrides = [f"method={method}"]
@@ -79,6 +81,7 @@ def test_the_default_configs_pass() -> None:
         check_before_work(compose_config(overrides))
 
 
+@pytest.mark.slow
 def test_launch_refuses_in_one_line_and_leaves_the_zoo_empty(tmp_path: Path) -> None:
     env = meal_environ(tmp_path)
     result = run_launch([*OUT_OF_RANGE, f"hydra.run.dir={tmp_path / 'run'}"], env, timeout=300)

@@ -192,6 +192,7 @@ def test_report_end_to_end(sweep: Path, caplog: pytest.LogCaptureFixture) -> Non
     assert sorted(p.name for p in sweep.glob("plot_*.png")) == ["plot_method_gamma.png"]  # no seed/paths plot
 
 
+@pytest.mark.slow
 def test_two_swept_parameters_give_one_line_per_combination(tmp_path: Path) -> None:
     root = tmp_path / "sweep"
     gammas, students = ["0.1", "1", "10"], ["resnet20", "mobilenet_v2"]

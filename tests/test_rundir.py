@@ -22,6 +22,9 @@ from meal.runlock import LOCK_FILE
 from tests.conftest import compose_config, needs_fashion_mnist
 from tests.test_runlock import hold_in_subprocess
 
+# every test starts real runs in-process (and some a lock holder in a subprocess)
+pytestmark = pytest.mark.slow
+
 TINY = [
     "data=synthetic",
     "data.train_size=64",

@@ -74,6 +74,7 @@ def test_only_rank_0_takes_the_lock(tmp_path: Path) -> None:
             pass
 
 
+@pytest.mark.slow
 def test_a_waiting_taker_gets_the_lock_when_the_holder_ends(tmp_path: Path) -> None:
     run = tmp_path / "run"
     holder = hold_in_subprocess(run)
@@ -101,6 +102,7 @@ FORKING_HOLDER = (
 )
 
 
+@pytest.mark.slow
 def test_a_start_after_kill_9_waits_for_the_dead_holders_workers(tmp_path: Path) -> None:
     run = tmp_path / "run"
     holder = subprocess.Popen(

@@ -79,6 +79,7 @@ def test_recorded_recipe_reads_new_and_old_sidecars() -> None:
     assert recipe_mismatch(recorded_recipe(old), asked) == ["train_subset=10000 (the set asks for None)"]
 
 
+@pytest.mark.slow
 def test_a_teacher_trained_with_another_recipe_is_refused(tmp_path: Path) -> None:
     """The set trains its missing teacher, records the recipe, reuses it, and refuses it under another recipe."""
     cfg = _kd_cfg(tmp_path, "first", "teachers.training.epochs=1", "teachers.training.recipe=r1")
@@ -115,6 +116,7 @@ def test_a_teacher_trained_with_another_recipe_is_refused(tmp_path: Path) -> Non
     assert not (tmp_path / "third" / "result.json").exists()
 
 
+@pytest.mark.slow
 def test_an_export_is_kept_on_rerun_and_never_overwritten_by_another_run(tmp_path: Path) -> None:
     extra = [
         "method=ce",
@@ -140,6 +142,7 @@ def test_an_export_is_kept_on_rerun_and_never_overwritten_by_another_run(tmp_pat
     assert entry.read_bytes() == exported
 
 
+@pytest.mark.slow
 def test_result_holds_the_final_validation_and_test_figures(tmp_path: Path) -> None:
     cfg = compose_config(
         [*TINY, "method=ce", "teachers=none", "trainer.epochs=2", "data.val_split=0.25"], tmp_path / "run"

@@ -90,6 +90,7 @@ def test_a_zoo_teacher_changed_after_export_is_refused(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("sidecar", "problem"),
     [
@@ -121,6 +122,7 @@ def test_an_explicit_checkpoint_without_a_sidecar_is_loaded(tmp_path: Path) -> N
     assert (teacher.name, teacher.sha256) == ("mine", file_sha256(path))
 
 
+@pytest.mark.slow
 def test_an_explicit_checkpoint_is_checked_against_the_sidecar_it_has(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path)
     zoo_file = _export(cfg)

@@ -106,6 +106,7 @@ def test_the_conf_tree_has_the_designed_groups() -> None:
     assert {"local", "slurm"} <= set(_options(CONF / "hydra" / "launcher"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("group", "option"), _group_options())
 def test_every_group_option_composes_and_validates(compose_cfg, group: str, option: str) -> None:
     cfg = compose_cfg([f"{group}={option}"])
@@ -121,6 +122,7 @@ def test_every_group_option_composes_and_validates(compose_cfg, group: str, opti
     validate(cfg)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", _experiment_options())
 def test_every_experiment_composes_and_validates(compose_cfg, overrides: list[str]) -> None:
     cfg = compose_cfg(overrides)
@@ -166,6 +168,7 @@ def test_local_launcher_runs_submitit_locally(hydra_compose) -> None:
     assert resolved["timeout_min"] == cfg.resources.timeout_min
 
 
+@pytest.mark.slow
 def test_slurm_launcher_takes_cluster_and_resources(hydra_compose) -> None:
     cfg = hydra_compose(["hydra/launcher=slurm", "cluster=example_site", "resources=2x8gpu"])
     slurm = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
@@ -183,6 +186,7 @@ def test_slurm_launcher_takes_cluster_and_resources(hydra_compose) -> None:
     assert cpu["account"] is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
@@ -218,6 +222,7 @@ def _launch(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_launch_prints_the_job_config() -> None:
     result = _launch("--cfg", "job")
     assert result.returncode == 0, result.stderr
@@ -235,6 +240,7 @@ def test_launch_prints_the_job_config() -> None:
     assert job["seed"] == primary["seed"]
 
 
+@pytest.mark.slow
 def test_launch_prints_the_defaults_tree() -> None:
     result = _launch("--info", "defaults-tree")
     assert result.returncode == 0, result.stderr
@@ -249,6 +255,7 @@ def test_launch_prints_the_defaults_tree() -> None:
         assert line in result.stdout
 
 
+@pytest.mark.slow
 def test_launch_rejects_a_misspelt_key() -> None:
     result = _launch("--cfg", "job", "trainer.epoch=3")
     assert result.returncode != 0

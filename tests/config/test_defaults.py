@@ -43,6 +43,7 @@ def test_a_method_yaml_states_only_what_differs_from_its_schema(path: Path) -> N
     assert set(stated) <= set(defaults), f"{path.name} sets keys its schema lacks: {set(stated) - set(defaults)}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", METHOD_YAMLS, ids=[p.stem for p in METHOD_YAMLS])
 def test_a_composed_method_is_its_schema_plus_its_yaml(path: Path) -> None:
     name, stated = _yaml_method(path)

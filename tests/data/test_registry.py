@@ -17,6 +17,7 @@ from tests.conftest import compose_config
 CONF_DATA = Path(__file__).resolve().parents[2] / "conf" / "data"
 
 
+@pytest.mark.slow
 def test_every_data_option_is_a_registered_dataset_and_back() -> None:
     options = {p.stem for p in CONF_DATA.glob("*.yaml")}
     names = {compose_config([f"data={option}"]).data.name for option in options}

@@ -163,6 +163,7 @@ def no_debian_fashion(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return missing
 
 
+@pytest.mark.slow
 @needs_fashion_mnist
 def test_fashion_mnist_from_the_debian_package(tmp_path: Path) -> None:
     splits = load_fashion_mnist(None, tmp_path / "absent", download=False)
@@ -175,6 +176,7 @@ def test_fashion_mnist_from_the_debian_package(tmp_path: Path) -> None:
     assert 0 < splits.train_x.float().mean() < 255
 
 
+@pytest.mark.slow
 @needs_fashion_mnist
 def test_build_data_on_fashion_mnist(tmp_path: Path) -> None:
     cfg = data_cfg("fashion_mnist", "train_subset=null", "val_split=0.1")
@@ -725,6 +727,7 @@ def _rename_class(root: Path, split: str, old: str, new: str | None) -> None:
         folder.rename(root / split / new)
 
 
+@pytest.mark.slow
 def test_a_validation_folder_lacking_a_class_is_refused(image_tree) -> None:
     root, _ = image_tree
     _rename_class(root, "val", "bee", None)  # torchvision alone would index cat as 1 in val/, 2 in train/

@@ -86,6 +86,7 @@ def test_errors_of_the_model_itself_are_not_swallowed(monkeypatch: pytest.Monkey
     assert "forward" in model.__dict__, "still compiled: the failure was not the compiler's"
 
 
+@pytest.mark.slow
 def test_compiled_model_matches_eager_outputs_and_taps(caplog: pytest.LogCaptureFixture) -> None:
     torch.manual_seed(0)
     model = build_model("fmnist_tiny", 10, 1, 28).eval()
@@ -147,6 +148,7 @@ def test_accelerate_leaves_teachers_in_float32_on_the_cpu_by_default() -> None:
     assert all(torch.equal(state[k], v) and v.dtype == state[k].dtype for k, v in teacher.state_dict().items())
 
 
+@pytest.mark.slow
 def test_a_run_with_bf16_teachers_learns_on_the_cpu(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     run = tmp_path / "v2"
     overrides = [

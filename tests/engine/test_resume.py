@@ -12,6 +12,9 @@ from meal.app import train
 from meal.errors import CheckpointError, MealError
 from tests.conftest import compose_config, needs_fashion_mnist
 
+# every test trains in-process runs for a few epochs and compares or restarts them
+pytestmark = pytest.mark.slow
+
 TINY = [
     "method=ce",
     "teachers=none",

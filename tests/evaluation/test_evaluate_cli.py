@@ -19,6 +19,9 @@ from meal.models import build_model
 from meal.teachers import freeze
 from tests.evaluation.conftest import FinishedRun
 
+# every test reads the run of the kd_run fixture: a real KD run of a few epochs
+pytestmark = pytest.mark.slow
+
 
 def hand_figures(run: FinishedRun) -> dict:
     """Top-1, NLL, 15-bin ECE and agreement, computed sample by sample from the run's final weights."""

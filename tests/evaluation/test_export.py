@@ -18,6 +18,9 @@ from meal.export import main
 from meal.models import build_model
 from tests.evaluation.conftest import FinishedRun
 
+# every test reads the export of the kd_run fixture: a real KD run of a few epochs
+pytestmark = pytest.mark.slow
+
 ort = pytest.importorskip("onnxruntime", reason="pip install -e '.[export]'")
 
 

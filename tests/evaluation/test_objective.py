@@ -15,6 +15,9 @@ from meal.objective import GRID_SWEEPERS, check_search_objective, is_search, obj
 from tests.conftest import compose_config
 from tests.evaluation.conftest import EPOCHS, FinishedRun
 
+# every test trains a run in-process (or reads the kd_run fixture's)
+pytestmark = pytest.mark.slow
+
 OPTUNA = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 BASIC = next(iter(GRID_SWEEPERS))
 

@@ -99,6 +99,7 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("group", "option"), ALL, ids=_ids(ALL))
 def test_experiment_composes_and_validates(hydra_compose, group: str, option: str) -> None:
     cfg = hydra_compose([f"{group}={option}"])
@@ -117,6 +118,7 @@ def test_every_group_has_experiments() -> None:
         assert list((EXPERIMENTS / group).glob("*.yaml")), f"experiments/{group}/ is empty"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("group", "option"), SWEEPS, ids=_ids(SWEEPS))
 def test_sweep_keys_exist_and_every_value_composes(hydra_compose, group: str, option: str) -> None:
     base = [f"{group}={option}"]
@@ -148,6 +150,7 @@ def test_sweep_keys_exist_and_every_value_composes(hydra_compose, group: str, op
             _validate(point_job)
 
 
+@pytest.mark.slow
 def test_quickstart_spells_out_the_default_run() -> None:
     default = OmegaConf.to_container(compose_config([]), resolve=True)
     quickstart = OmegaConf.to_container(compose_config(["paper=meal_fmnist_quickstart"]), resolve=True)
@@ -156,6 +159,7 @@ def test_quickstart_spells_out_the_default_run() -> None:
     assert quickstart == default
 
 
+@pytest.mark.slow
 def test_fmnist_paper_files_differ_only_in_the_method() -> None:
     def without_method(option: str) -> dict[str, Any]:
         job = OmegaConf.to_container(compose_config([f"paper={option}"]), resolve=True)
@@ -208,12 +212,14 @@ def test_meal_v2_imagenet_resnet50() -> None:
     assert cfg.trainer.epochs == 180 and cfg.resources.name == "8gpu"
 
 
+@pytest.mark.slow
 def test_meal_v2_imagenet_prints_its_job_config(meal_env: dict[str, str]) -> None:
     result = run_launch(["paper=meal_v2_imagenet_resnet50", "--cfg", "job"], meal_env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "torchvision.resnet50" in result.stdout
 
 
+@pytest.mark.slow
 def test_zoo_sweeps_train_the_teacher_sets(hydra_compose) -> None:
     for option, teacher_set in (
         ("cifar10_five", "cifar10_five"),
@@ -240,6 +246,7 @@ def test_zoo_sweeps_train_the_teacher_sets(hydra_compose) -> None:
             assert job.data.train_subset == training.train_subset
 
 
+@pytest.mark.slow
 def test_fmnist_zoo_trains_what_the_quickstart_would() -> None:
     quickstart = compose_config(["paper=meal_fmnist_quickstart"])
     zoo = compose_config(["zoo=fmnist_trio"])
@@ -253,6 +260,7 @@ def _suite_job(*overrides: str) -> dict[str, Any]:
     return OmegaConf.to_container(compose_config(list(overrides)), resolve=True)
 
 
+@pytest.mark.slow
 def test_suite_methods_share_data_student_budget_and_teachers() -> None:
     """Within a protocol only the method (and, for the label-only runs, the teachers) differ."""
     for protocol, methods in (
@@ -282,6 +290,7 @@ def test_suite_methods_share_data_student_budget_and_teachers() -> None:
     assert (scratch["trainer"]["export_to_zoo"], scratch["trainer"]["zoo_recipe"]) == (True, "suite_scratch")
 
 
+@pytest.mark.slow
 def test_suite_finetune_starts_from_the_scratch_ce_student_of_its_seed() -> None:
     from meal.teachers import zoo_entry
 

@@ -216,6 +216,7 @@ def sbatch_flags(script: str) -> list[str]:
     return [line for line in script.splitlines() if line.startswith("#SBATCH ")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("resources", "cluster"), SLURM_CASES)
 def test_slurm_launcher_parameters(
     resources: str, cluster: str, tmp_path: Path, executors: list[RecordingExecutor]
@@ -247,6 +248,7 @@ def test_slurm_launcher_parameters(
     assert tmp_path.is_dir()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("resources", "cluster"), SLURM_CASES)
 def test_slurm_sbatch_lines(resources: str, cluster: str, tmp_path: Path, executors: list[RecordingExecutor]) -> None:
     launch_sweep(["hydra/launcher=slurm", f"resources={resources}", f"cluster={cluster}"], tmp_path, n_jobs=3)
@@ -276,6 +278,7 @@ def test_slurm_sbatch_lines(resources: str, cluster: str, tmp_path: Path, execut
     assert not any(f.startswith(("#SBATCH --error=", "#SBATCH --constraint=", "#SBATCH --exclude=")) for f in flags)
 
 
+@pytest.mark.slow
 def test_slurm_2x8gpu_example_site_script(tmp_path: Path, executors: list[RecordingExecutor]) -> None:
     """The whole batch script of a 6-job sweep on two 8-GPU nodes per job."""
     launch_sweep(["hydra/launcher=slurm", "resources=2x8gpu", "cluster=example_site"], tmp_path, n_jobs=6)
@@ -306,6 +309,7 @@ def test_slurm_2x8gpu_example_site_script(tmp_path: Path, executors: list[Record
     assert lines[srun_at].endswith(f"-u -m submitit.core._submit {tmp_path}/.submitit/%j")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("resources", list(RESOURCES))
 def test_local_launcher_parameters(resources: str, tmp_path: Path, executors: list[RecordingExecutor]) -> None:
     launcher, returns = launch_sweep(["hydra/launcher=local", f"resources={resources}"], tmp_path, n_jobs=2)

@@ -181,6 +181,7 @@ def test_git_revision_is_none_without_repository_or_git(
     assert git_revision(git_repo[0]) is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [[], ["logger.group=my-group"], ["experiment=other"]])
 def test_wandb_group_is_the_group_of_the_sweep_jobs(extra: list[str]) -> None:
     """The manifest's group equals the one meal.tracking.naming gives each job (default sweep dir)."""

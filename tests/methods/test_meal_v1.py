@@ -174,6 +174,7 @@ def test_method_state_round_trip_continues_teacher_sequence(tmp_path: Path) -> N
     assert all(torch.equal(p, q) for p, q in zip(a.discriminators.parameters(), b.discriminators.parameters()))
 
 
+@pytest.mark.slow
 def test_epochs_per_teacher_stretches_run_and_schedule(tmp_path: Path) -> None:
     paths = save_teachers(tmp_path)
     members = ",".join(f"{{arch:fmnist_tiny,checkpoint:'{p}'}}" for p in paths)

@@ -140,6 +140,7 @@ def _trainer(tmp_path: Path, overrides: list[str]) -> Trainer:
     return Trainer(cfg, method, data, tmp_path, torch.device("cpu"), resolve_epochs(cfg.trainer, cfg.schedule))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("d_schedule", ["constant", "student"])
 def test_discriminator_keeps_its_own_lr_through_schedule_steps(tmp_path: Path, d_schedule: str) -> None:
     trainer = _trainer(tmp_path, ["schedule=meal_v2_step", "trainer.epochs=180", f"method.d_schedule={d_schedule}"])
@@ -231,6 +232,7 @@ def test_cutmix_generator_state_is_checkpointed() -> None:
     assert other.rng.random() == expected
 
 
+@pytest.mark.slow
 def test_cached_run_through_the_app_reuses_the_cache(tmp_path: Path) -> None:
     paths = save_teachers(tmp_path)
     members = ",".join(f"{{arch:fmnist_tiny,checkpoint:'{p}'}}" for p in paths)

@@ -72,12 +72,14 @@ def _check_forward_backward(arch: str, in_channels: int, size: int, expected: li
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", sorted(CIFAR_TAPS))
 def test_cifar_zoo_forward_backward_taps_and_size(arch: str) -> None:
     model = _check_forward_backward(arch, 3, 32, CIFAR_TAPS[arch])
     assert count_parameters(model) == pytest.approx(KNOWN_PARAMETERS[arch], rel=TOLERANCE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", sorted(CIFAR_TAPS))
 def test_cifar_zoo_takes_one_channel_28px(arch: str) -> None:
     model = build_model(arch, num_classes=10, in_channels=1, image_size=28).eval()

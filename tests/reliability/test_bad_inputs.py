@@ -32,6 +32,9 @@ from meal.models import build_model
 from meal.rundir import RESOLVED_CONFIG, comparable_config
 from tests.conftest import compose_config, meal_environ, run_launch
 
+# every case starts launch.py in a subprocess
+pytestmark = pytest.mark.slow
+
 # Cheap runs: a tiny synthetic data set (3x32x32, 10 classes), one epoch, no W&B, one thread.
 BASE = [
     "data=synthetic",

@@ -1,23 +1,29 @@
 """Every command a user runs ends a mistake in one `error:` line naming the key or file, with exit status 2.
 
 launch.py, ``python -m meal.softlabels``, ``python -m meal.bench`` and ``python -m meal.report`` are each run
-in a subprocess with bad inputs (the examples reported as tracebacks before); Ctrl-C ends launch.py quietly
-with status 130.
+in a subprocess with bad inputs (the examples reported as tracebacks before; they run PARALLEL at a time);
+Ctrl-C ends launch.py quietly with status 130.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.conftest import REPO, meal_environ
+
+# every test starts a command in a subprocess
+pytestmark = pytest.mark.slow
 
 CHEAP = [
     "data=synthetic",
@@ -30,6 +36,7 @@ CHEAP = [
     "trainer.threads=1",
 ]
 TIMEOUT_S = 300
+PARALLEL = min(4, max(2, os.cpu_count() or 2))  # the commands run at once (each is one single-threaded process)
 
 # (id, command after `python`, the key or file the error line must name)
 BAD_INPUTS = [
@@ -95,17 +102,43 @@ def _run(args: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
 
 
-@pytest.mark.parametrize(("args", "key"), [(a, k) for _, a, k in BAD_INPUTS], ids=[i for i, _, _ in BAD_INPUTS])
-def test_a_bad_input_ends_in_one_error_line(tmp_path: Path, args: list[str], key: str) -> None:
-    (tmp_path / "a_file").write_text("not a folder\n")
-    proc = _run(args, tmp_path)
+@pytest.fixture(scope="module")
+def bad_input_runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, tuple[Path, Future[subprocess.CompletedProcess[str]]]]]:
+    """The BAD_INPUTS commands selected in this session (a -k filter runs only those), each in its own folder
+    (holding `a_file`, a file where a folder is expected), started PARALLEL at a time on first use."""
+    selected = {
+        item.callspec.params["case"]
+        for item in request.session.items
+        if item.module is request.module and hasattr(item, "callspec") and "case" in item.callspec.params
+    }
+    root = tmp_path_factory.mktemp("bad_inputs")
+    pool = ThreadPoolExecutor(PARALLEL)
+    runs = {}
+    for case, args, _ in BAD_INPUTS:
+        if case in selected:
+            folder = root / case
+            folder.mkdir()
+            (folder / "a_file").write_text("not a folder\n")
+            runs[case] = (folder, pool.submit(_run, args, folder))
+    yield runs
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.mark.parametrize(("case", "key"), [(i, k) for i, _, k in BAD_INPUTS], ids=[i for i, _, _ in BAD_INPUTS])
+def test_a_bad_input_ends_in_one_error_line(
+    bad_input_runs: dict[str, tuple[Path, Future[subprocess.CompletedProcess[str]]]], case: str, key: str
+) -> None:
+    folder, run = bad_input_runs[case]
+    proc = run.result()
     output = proc.stdout + proc.stderr
     assert proc.returncode == 2, f"exit status {proc.returncode}:\n{output[-3000:]}"
     assert "Traceback" not in output, output[-3000:]
     errors = [line for line in output.splitlines() if re.search(r"\berror: ", line)]
     assert len(errors) == 1, f"expected one error line:\n{output[-3000:]}"
     assert re.search(rf"error: \S*{re.escape(key)}(?![\w.\[])", errors[0]), f"{key} is not named: {errors[0]}"
-    assert not (tmp_path / "run" / "result.json").exists()
+    assert not (folder / "run" / "result.json").exists()
 
 
 def _sigint_as_from_a_terminal() -> None:

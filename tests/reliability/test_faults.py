@@ -28,6 +28,9 @@ from meal.methods.base import StepOutput
 from meal.methods.ce import CrossEntropy
 from tests.conftest import compose_config
 
+# every test trains in-process runs of a few epochs with a fault injected
+pytestmark = pytest.mark.slow
+
 # 4 steps per epoch, 3 epochs; last.pt is written at the end of each epoch (steps 4, 8, 12).
 TINY = [
     "data=synthetic",

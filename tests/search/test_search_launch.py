@@ -10,6 +10,9 @@ import pytest
 
 from tests.conftest import needs_fashion_mnist, run_launch
 
+# every test starts launch.py in a subprocess
+pytestmark = pytest.mark.slow
+
 #: the example search at a test's size: quickstart teachers trained by the first trial on 1,000 images
 TINY = [
     "-m",
@@ -40,7 +43,6 @@ def _results(sweep_dir: Path) -> dict[int, tuple[float, bytes]]:
     return {int(p.parent.name): (p.stat().st_mtime_ns, p.read_bytes()) for p in sweep_dir.glob("*/result.json")}
 
 
-@pytest.mark.slow
 @needs_fashion_mnist
 def test_search_runs_resumes_and_reports_its_best_trial(meal_env: dict[str, str], tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweep"

@@ -81,6 +81,7 @@ def _study(sweep_dir: Path) -> optuna.Study:
     return optuna.load_study(study_name="s", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
 
 
+@pytest.mark.slow
 def test_batches_are_launcher_calls_numbered_like_the_trials(tmp_path: Path) -> None:
     launcher = FakeLauncher()
     _sweeper(tmp_path, launcher).sweep(["method=meal_v2", "data.val_split=0.1", "seed=2"])
@@ -100,6 +101,7 @@ def test_batches_are_launcher_calls_numbered_like_the_trials(tmp_path: Path) -> 
     assert summary["sampler"] == "tpe" and summary["direction"] == "maximize"
 
 
+@pytest.mark.slow
 def test_search_on_the_test_set_is_refused_before_any_study(tmp_path: Path) -> None:
     launcher = FakeLauncher()
     with pytest.raises(ConfigError, match=r"^data\.val_split: is 0, so this search \(OptunaSweeper\)"):
@@ -107,6 +109,7 @@ def test_search_on_the_test_set_is_refused_before_any_study(tmp_path: Path) -> N
     assert launcher.calls == [] and not (tmp_path / "optuna.db").exists()
 
 
+@pytest.mark.slow
 def test_resume_reruns_interrupted_trials_under_their_numbers_and_keeps_completed_ones(tmp_path: Path) -> None:
     _sweeper(tmp_path, FakeLauncher(), n_trials=2).sweep(ARGS)
     study = _study(tmp_path)
@@ -132,6 +135,7 @@ def test_resume_reruns_interrupted_trials_under_their_numbers_and_keeps_complete
     assert again.calls == [] and len(_study(tmp_path).trials) == 5
 
 
+@pytest.mark.slow
 def test_failed_trials_are_told_fail_and_the_search_goes_on(tmp_path: Path) -> None:
     outcomes = iter([RuntimeError("boom"), math.nan, 0.5, 0.25])
     launcher = FakeLauncher(lambda overrides: next(outcomes))
@@ -148,6 +152,7 @@ def test_failed_trials_are_told_fail_and_the_search_goes_on(tmp_path: Path) -> N
     assert [t["value"] for t in summary["trials"]] == [None, None, 0.5, 0.25]
 
 
+@pytest.mark.slow
 def test_a_failed_launch_reads_the_values_from_the_run_dirs(tmp_path: Path) -> None:
     def launch_fails(overrides: Sequence[str]) -> Any:
         return SystemExit(2)
@@ -162,6 +167,7 @@ def test_a_failed_launch_reads_the_values_from_the_run_dirs(tmp_path: Path) -> N
     assert [(t.state, t.value) for t in study.trials] == [(TrialState.COMPLETE, 71.5), (TrialState.FAIL, None)]
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_a_trial_stops_the_search_and_leaves_it_resumable(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as stopped:
         _sweeper(tmp_path, FakeLauncher(lambda overrides: SystemExit(130))).sweep(ARGS)
@@ -169,6 +175,7 @@ def test_ctrl_c_in_a_trial_stops_the_search_and_leaves_it_resumable(tmp_path: Pa
     assert [t.state for t in _study(tmp_path).trials] == [TrialState.RUNNING, TrialState.RUNNING]
 
 
+@pytest.mark.slow
 def test_a_resumed_study_must_be_the_same_search(tmp_path: Path) -> None:
     _sweeper(tmp_path, FakeLauncher(), n_trials=1).sweep(ARGS)
     with pytest.raises(ConfigError, match=r"^hydra\.sweep\.dir: holds study 's' run with the overrides"):
@@ -180,6 +187,7 @@ def test_a_resumed_study_must_be_the_same_search(tmp_path: Path) -> None:
     assert len(_study(tmp_path).trials) == 1
 
 
+@pytest.mark.slow
 def test_a_trial_whose_config_cannot_be_composed_fails_without_a_launch(tmp_path: Path) -> None:
     launcher = FakeLauncher()
     _sweeper(tmp_path, launcher, n_trials=2).sweep(["method=meal_v1", "data.val_split=0.1"])  # eta is a list there

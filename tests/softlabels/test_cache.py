@@ -354,6 +354,7 @@ def test_folder_cache_replays_stored_crop_boxes(tmp_path: Path) -> None:
     assert next(iter(data.train)).aug.shape[1] == 5
 
 
+@pytest.mark.slow
 def test_command_builds_the_cache_ahead_and_finds_it_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from meal.softlabels.__main__ import main
 

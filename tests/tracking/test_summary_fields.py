@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from hydra.core.global_hydra import GlobalHydra
 
 from meal.app import train
 from meal.tracking import read_wandb_run
 from tests.conftest import compose_config
+
+# the test trains a run in-process
+pytestmark = pytest.mark.slow
 
 SYNTHETIC = [
     "method=ce",

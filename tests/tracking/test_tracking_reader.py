@@ -54,6 +54,7 @@ def test_missing_run_files(tmp_path: Path) -> None:
         read_wandb_run(tmp_path)
 
 
+@pytest.mark.slow
 def test_reads_the_run_named_in_wandb_id(tmp_path: Path) -> None:
     offline_run(tmp_path, rows=1)
     first_id = (tmp_path / "wandb_id").read_text().strip()

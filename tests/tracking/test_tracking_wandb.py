@@ -74,6 +74,7 @@ def test_run_metadata_comes_from_arguments_and_overrides(tmp_path: Path, monkeyp
     assert seen["dir"] == str(tmp_path)
 
 
+@pytest.mark.slow
 def test_auto_mode_without_key_is_offline_and_restart_resumes_the_same_run(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

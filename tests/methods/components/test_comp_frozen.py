@@ -61,6 +61,7 @@ def test_cast_keeps_channels_last() -> None:
     assert conv.dtype == torch.bfloat16 and conv.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.slow
 def test_bf16_teacher_logits_are_close_to_float32_and_usable_in_autograd() -> None:
     model = _frozen("resnet18")
     x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
