@@ -752,6 +752,7 @@ def test_a_validation_folder_with_an_unknown_class_is_refused(image_tree) -> Non
     )
 
 
+@pytest.mark.slow
 def test_validation_labels_follow_the_training_class_map(image_tree) -> None:
     root, _ = image_tree
     bundle = _folder_bundle(root, "val_split=0.25")

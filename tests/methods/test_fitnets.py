@@ -212,6 +212,7 @@ def test_the_trainer_steps_the_regressor_with_the_student(tmp_path: Path) -> Non
     assert all(row["train_hint"] > 0 and row["train_hint_pair0"] > 0 and row["train_ce"] > 0 for row in rows)
 
 
+@pytest.mark.slow
 def test_a_resumed_run_restores_the_regressor(tmp_path: Path) -> None:
     options = {"guided_layer": [0, -2], "hint_layer": [1, -2]}
     whole = fitnets(seed=0, **options)
